@@ -1,0 +1,70 @@
+"""Config of the data pipeline (``configs/data.yaml``), one section per stage."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import Field, field_validator, model_validator
+
+from app import constants as C
+from app.config import StrictModel
+
+
+class RawTables(StrictModel):
+    """Where the raw inputs are: root-relative paths or full URIs."""
+
+    persona: str = C.RAW_PERSONA
+    showlog: str = C.RAW_SHOWLOG
+    clicklog: str = C.RAW_CLICKLOG
+    keyword: str = C.RAW_KEYWORD
+    slot: str = C.RAW_SLOT
+
+
+class KeywordsConfig(StrictModel):
+    #: keep keywords with at least this fraction of all (valid) impressions; 0 keeps all
+    keyword_threshold: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class TrainReadyConfig(StrictModel):
+    """User filters (replace the seed's hard-coded rule)."""
+
+    min_traffic: int = Field(1, ge=0, description="minimum shows in the whole window")
+    max_traffic: int | None = Field(None, ge=1, description="maximum shows (drops bots); None = no cap")
+    min_active_intervals: int = Field(1, ge=1)
+
+
+class SamplesConfig(StrictModel):
+    run: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
+    cutting_date: dt.date | None = Field(
+        None, description="target intervals starting on/after this date are test; None = last 3 days"
+    )
+    length: int = Field(7, ge=1, description="history window: previous intervals per sample")
+    hist_len: int = Field(32, ge=1, description="distinct history keywords kept per sample")
+    neg_sample_rate: float = Field(1.0, gt=0.0, le=1.0, description="fraction of negatives kept")
+    seed: int = 0
+    shards: int = Field(4, ge=1, description="TFRecord shards per split (per did_bucket group)")
+
+
+class DataConfig(StrictModel):
+    raw: RawTables = RawTables()
+    did_bucket_num: int = Field(4, ge=1, le=1024)
+    interval_time_in_seconds: int = Field(86400, ge=1)
+    #: optional day range (inclusive) to process; None = every day found in the raw logs
+    start_day: dt.date | None = None
+    end_day: dt.date | None = None
+    keywords: KeywordsConfig = KeywordsConfig()
+    trainready: TrainReadyConfig = TrainReadyConfig()
+    samples: SamplesConfig = SamplesConfig()
+    #: rows per Ray Data block for the log stages
+    batch_rows: int = Field(500_000, ge=1000)
+
+    @field_validator("start_day", "end_day", mode="before")
+    @classmethod
+    def _day(cls, v):
+        return v or None
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.start_day and self.end_day and self.start_day > self.end_day:
+            raise ValueError(f"start_day {self.start_day} is after end_day {self.end_day}")
+        return self
