@@ -12,3 +12,13 @@ def ray_local():
     init_ray(num_cpus=2, object_store_memory=256 * 1024 * 1024)
     yield ray
     ray.shutdown()
+
+
+# Each area keeps its session fixtures in its own module; later areas build on earlier ones:
+# generated_root (data) -> trained_root (train) -> scored_root (extend) -> serve fixtures.
+pytest_plugins = [
+    "tests.integration.fixtures_data",
+    "tests.integration.fixtures_train",
+    "tests.integration.fixtures_extend",
+    "tests.integration.fixtures_serve",
+]

@@ -1,0 +1,1 @@
+"""Session fixtures for the data integration tests (see conftest.py)."""

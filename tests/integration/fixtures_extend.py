@@ -1,0 +1,1 @@
+"""Session fixtures for the extend integration tests (see conftest.py)."""

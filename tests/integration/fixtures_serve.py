@@ -1,0 +1,1 @@
+"""Session fixtures for the serve integration tests (see conftest.py)."""

@@ -1,0 +1,1 @@
+"""Session fixtures for the train integration tests (see conftest.py)."""
