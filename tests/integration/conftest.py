@@ -16,9 +16,7 @@ def ray_local():
 
 # Each area keeps its session fixtures in its own module; later areas build on earlier ones:
 # generated_root (data) -> trained_root (train) -> scored_root (extend) -> serve fixtures.
-pytest_plugins = [
-    "tests.integration.fixtures_data",
-    "tests.integration.fixtures_train",
-    "tests.integration.fixtures_extend",
-    "tests.integration.fixtures_serve",
-]
+from tests.integration.fixtures_data import *  # noqa: E402,F401,F403
+from tests.integration.fixtures_extend import *  # noqa: E402,F401,F403
+from tests.integration.fixtures_serve import *  # noqa: E402,F401,F403
+from tests.integration.fixtures_train import *  # noqa: E402,F401,F403
