@@ -1,0 +1,247 @@
+"""Stage 3, clean show and click logs.
+
+Per raw block (Ray Data ``map_batches`` on an actor pool that holds the lookup tables once):
+whitelist slot ids and add ``media_category``; join keyword (via spread_app_id) and persona
+(gender, age, did_bucket); parse the timestamp. Every rejected row goes to the quarantine with one
+reason, checked in this order: ``missing_did``, ``bad_time``, ``unknown_slot``, ``unknown_app``,
+``rare_keyword``, ``unknown_did``. Clean rows are written to a staging area partitioned by
+(day, did_bucket).
+
+Then one task per did_bucket removes exact duplicates (a duplicate lands in the same day and
+bucket as its original, so this needs no global shuffle), quarantines the extra copies as
+``duplicate`` and writes the final partitions, which are swapped in atomically.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from app import constants as C
+from app.data.config import DataConfig
+from app.data.io import StageReport, input_files, read_input
+from app.data.keywords import load_keywords
+from app.data.persona import load_persona
+from app.data.transforms import day_string, parse_times
+from app.storage import Storage
+
+LOGS = {"showlog": (C.SHOW_TIME, C.T_SHOWLOG), "clicklog": (C.CLICK_TIME, C.T_CLICKLOG)}
+REASONS = ["missing_did", "bad_time", "unknown_slot", "unknown_app", "rare_keyword", "unknown_did"]
+
+
+def build_lookups(storage: Storage, cfg: DataConfig) -> dict[str, pa.Table]:
+    slots = read_input(storage, "slot", cfg.raw.slot, C.SLOT_TABLE_COLUMNS)
+    apps = read_input(storage, "keyword", cfg.raw.keyword, C.KEYWORD_TABLE_COLUMNS)
+    keywords = load_keywords(storage, kept_only=False)
+    apps = apps.join(keywords.select([C.KEYWORD, C.KEYWORD_INDEX, "kept"]), C.KEYWORD, join_type="left outer")
+    return {
+        "slots": slots.group_by(C.SLOT_ID).aggregate([(C.MEDIA_CATEGORY, "min")]).rename_columns(
+            [C.SLOT_ID, C.MEDIA_CATEGORY]
+        ),
+        "apps": apps.group_by(C.SPREAD_APP_ID).aggregate(
+            [(C.KEYWORD, "min"), (C.KEYWORD_INDEX, "min"), ("kept", "min")]
+        ).rename_columns([C.SPREAD_APP_ID, C.KEYWORD, C.KEYWORD_INDEX, "kept"]),
+        "persona": load_persona(storage),
+    }
+
+
+def _take(table: pa.Table, idx: pa.Array, column: str) -> pa.Array:
+    return pc.take(table[column], idx)
+
+
+def clean_batch(
+    raw: pa.Table, time_col: str, lookups: dict[str, pa.Table], day_range: tuple[int, int] | None = None
+) -> tuple[pa.Table, pa.Table, dict[str, int]]:
+    """(clean rows, quarantined rows with reason, counts). Pure: the unit tests call it directly."""
+    n = raw.num_rows
+    reason = np.full(n, "", dtype=object)
+    free = np.ones(n, dtype=bool)
+
+    def mark(mask: np.ndarray, name: str) -> None:
+        hit = mask & free
+        reason[hit] = name
+        free[hit] = False
+
+    did = raw[C.DID]
+    mark(pc.fill_null(pc.equal(did, ""), True).to_numpy(zero_copy_only=False), "missing_did")
+    secs = parse_times(raw[time_col])
+    mark(pc.is_null(secs).to_numpy(zero_copy_only=False), "bad_time")
+    slot_idx = pc.index_in(raw[C.SLOT_ID], value_set=lookups["slots"][C.SLOT_ID])
+    mark(pc.is_null(slot_idx).to_numpy(zero_copy_only=False), "unknown_slot")
+    apps = lookups["apps"]
+    app_idx = pc.index_in(raw[C.SPREAD_APP_ID], value_set=apps[C.SPREAD_APP_ID])
+    kw_index = pc.take(apps[C.KEYWORD_INDEX], app_idx)
+    mark(pc.is_null(kw_index).to_numpy(zero_copy_only=False), "unknown_app")
+    kept = pc.fill_null(pc.take(apps["kept"], app_idx), False)
+    mark(pc.invert(kept).to_numpy(zero_copy_only=False), "rare_keyword")
+    persona = lookups["persona"]
+    p_idx = pc.index_in(did, value_set=persona[C.DID])
+    mark(pc.is_null(p_idx).to_numpy(zero_copy_only=False), "unknown_did")
+
+    if day_range is not None:  # rows outside the requested days are not this run's business
+        secs_np = pc.fill_null(secs, 0).to_numpy()
+        outside = free & ((secs_np < day_range[0]) | (secs_np >= day_range[1]))
+        free &= ~outside
+    counts = Counter(reason[~free & (reason != "")].tolist())
+    qmask = pa.array(reason != "")
+    quarantine = raw.filter(qmask).append_column(C.REASON, pa.array(reason[reason != ""].astype(str), pa.string()))
+
+    keep = pa.array(free)
+    rows = raw.filter(keep)
+    secs_k = secs.filter(keep).to_numpy()
+    s_idx, a_idx, pp_idx = slot_idx.filter(keep), app_idx.filter(keep), p_idx.filter(keep)
+    clean = pa.table(
+        {
+            C.SPREAD_APP_ID: rows[C.SPREAD_APP_ID],
+            C.DID: rows[C.DID],
+            C.ADV_ID: rows[C.ADV_ID],
+            C.MEDIA: rows[C.ADV_TYPE],
+            C.SLOT_ID: rows[C.SLOT_ID],
+            C.DEVICE_NAME: rows[C.DEVICE_NAME],
+            C.NET_TYPE: rows[C.NET_TYPE],
+            C.PRICE_MODEL: rows[C.ADV_BILL_MODE_CD],
+            C.ACTION_TIME: rows[time_col],
+            C.MEDIA_CATEGORY: _take(lookups["slots"], s_idx, C.MEDIA_CATEGORY),
+            C.GENDER: _take(persona, pp_idx, C.GENDER),
+            C.AGE: _take(persona, pp_idx, C.AGE),
+            C.KEYWORD: _take(apps, a_idx, C.KEYWORD),
+            C.KEYWORD_INDEX: _take(apps, a_idx, C.KEYWORD_INDEX),
+            C.DAY: day_string(secs_k),
+            C.DID_BUCKET: _take(persona, pp_idx, C.DID_BUCKET),
+        }
+    )
+    return clean, quarantine, dict(counts)
+
+
+class CleanBlocks:
+    """Ray Data actor: holds the lookup tables once, cleans blocks, writes them to staging."""
+
+    def __init__(self, lookups_ref, time_col: str, staging: str, quarantine_staging: str, root: str,
+                 day_range: tuple[int, int] | None):
+        import ray
+
+        self.lookups = ray.get(lookups_ref[0]) if isinstance(lookups_ref, list) else lookups_ref
+        self.time_col = time_col
+        self.storage = Storage(root)
+        self.staging = staging
+        self.quarantine_staging = quarantine_staging
+        self.day_range = day_range
+
+    def __call__(self, raw: pa.Table) -> pa.Table:
+        raw = raw.cast(pa.schema([(c, pa.string()) for c in raw.column_names]))
+        clean, quarantine, counts = clean_batch(raw, self.time_col, self.lookups, self.day_range)
+        tag = uuid.uuid4().hex[:12]
+        if clean.num_rows:
+            pq.write_to_dataset(
+                clean,
+                self.storage.path(self.staging),
+                partition_cols=[C.DAY, C.DID_BUCKET],
+                filesystem=self.storage.fs,
+                basename_template=f"b-{tag}-{{i}}.parquet",
+            )
+        if quarantine.num_rows:
+            pq.write_table(quarantine, self.storage.path(self.quarantine_staging, f"q-{tag}.parquet"),
+                           filesystem=self.storage.fs)
+        names = ["rows_in", "rows_out", *REASONS]
+        values = [raw.num_rows, clean.num_rows, *[counts.get(r, 0) for r in REASONS]]
+        return pa.table({"name": names, "value": pa.array(values, pa.int64())})
+
+
+def dedup_partition(table: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(distinct rows, extra copies of exact duplicates). Pure."""
+    cols = table.column_names
+    grouped = table.group_by(cols, use_threads=False).aggregate([([], "count_all")])
+    counts = grouped["count_all"].to_numpy()
+    distinct = grouped.drop_columns(["count_all"])
+    dup_rows = np.repeat(np.arange(grouped.num_rows), np.maximum(counts - 1, 0))
+    return distinct, distinct.take(pa.array(dup_rows, pa.int64()))
+
+
+def dedup_bucket(batch: dict, root: str, staging: str, final: str, qstaging: str) -> dict:
+    """Ray Data task for one did_bucket: dedup each (day, did_bucket) partition of the staging."""
+    storage = Storage(root)
+    out_rows, dups = 0, 0
+    for bucket in batch["bucket"]:
+        for day in storage.iter_dirs(staging):
+            part = f"{day}/{C.DID_BUCKET}={bucket}"
+            files = storage.list_files(staging, part, suffix=".parquet")
+            if not files:
+                continue
+            table = pq.read_table(files, filesystem=storage.fs, partitioning=None)
+            distinct, extra = dedup_partition(table)
+            # partition columns live in the path, as Hive tables expect
+            distinct = distinct.drop_columns([c for c in (C.DAY, C.DID_BUCKET) if c in distinct.column_names])
+            storage.makedirs(final, part)
+            pq.write_table(distinct, storage.path(final, part, "part-0.parquet"), filesystem=storage.fs)
+            if extra.num_rows:
+                q = extra.append_column(C.REASON, pa.array(["duplicate"] * extra.num_rows, pa.string()))
+                pq.write_table(q, storage.path(qstaging, f"dup-{uuid.uuid4().hex[:12]}.parquet"),
+                               filesystem=storage.fs)
+            out_rows += distinct.num_rows
+            dups += extra.num_rows
+    return {"rows_out": np.array([out_rows]), "duplicate": np.array([dups])}
+
+
+def day_bounds(cfg: DataConfig) -> tuple[int, int] | None:
+    if not cfg.start_day and not cfg.end_day:
+        return None
+    lo = int(np.datetime64(cfg.start_day or "1970-01-01", "s").astype(np.int64))
+    hi = int((np.datetime64(cfg.end_day, "s") + np.timedelta64(1, "D")).astype(np.int64)) if cfg.end_day else 2**62
+    return lo, hi
+
+
+def run_log(cfg: DataConfig, storage: Storage, log: str, lookups_ref) -> dict:
+    import ray
+
+    time_col, dest = LOGS[log]
+    report = StageReport(f"clean_{log}")
+    columns = C.SHOWLOG_COLUMNS if log == "showlog" else C.CLICKLOG_COLUMNS
+    files = input_files(storage, log, getattr(cfg.raw, log), columns)
+    staging = storage.new_staging(f"{log}-clean")
+    final = storage.new_staging(f"{log}-final")
+    qstaging = storage.new_staging(f"{log}-quarantine")
+    ncpu = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    stats = (
+        ray.data.read_parquet(files, columns=columns)
+        .map_batches(
+            CleanBlocks,
+            fn_constructor_kwargs={
+                "lookups_ref": [lookups_ref], "time_col": time_col, "staging": staging,
+                "quarantine_staging": qstaging, "root": storage.root, "day_range": day_bounds(cfg),
+            },
+            batch_size=cfg.batch_rows,
+            batch_format="pyarrow",
+            concurrency=min(ncpu, max(1, len(files))),
+        )
+        .to_pandas()
+    )
+    totals = stats.groupby("name")["value"].sum().to_dict()
+    buckets = ray.data.from_items([{"bucket": b} for b in range(cfg.did_bucket_num)])
+    dedup = buckets.map_batches(
+        dedup_bucket, batch_size=1,
+        fn_kwargs={"root": storage.root, "staging": staging, "final": final, "qstaging": qstaging},
+    ).to_pandas()
+    leaves = storage.commit_partitions(final, dest)
+    storage.delete(staging)
+    storage.commit_replace(qstaging, f"{C.T_QUARANTINE}/{log}")
+    report.rows_in = int(totals.get("rows_in", 0))
+    report.rows_out = int(dedup["rows_out"].sum())
+    report.add_quarantine({r: totals.get(r, 0) for r in REASONS})
+    report.add_quarantine({"duplicate": int(dedup["duplicate"].sum())})
+    report.extra = {"partitions": len(leaves), "input_files": len(files)}
+    return report.finish(storage)
+
+
+def run(cfg: DataConfig, storage: Storage) -> dict:
+    import ray
+
+    lookups_ref = ray.put(build_lookups(storage, cfg))
+    return {log: run_log(cfg, storage, log, lookups_ref) for log in LOGS}
+
+
+

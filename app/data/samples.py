@@ -1,0 +1,267 @@
+"""Stage 6, samples: train-ready users -> TFRecord training samples split by ``cutting_date``.
+
+A sample is (user features, history, target keyword, label). For every interval in which a user was
+shown keywords (the *target interval*), each shown keyword is a target; label 1 if the user clicked
+it in that interval. The history is what the user did in the ``length`` intervals *before* the
+target interval (by time, so gaps count): the distinct keywords, most recent first (ties: more
+shows first, then lower index), with their show and click counts over the window, 0-padded to
+``hist_len``. Targets in intervals starting on/after ``cutting_date`` are the test split.
+Negatives are kept with probability ``neg_sample_rate`` using a seeded hash of (did_index,
+interval, keyword), so a re-run gives the same samples.
+
+Everything is vectorized over a whole bucket (numpy): the rows of a user's window are a contiguous
+slice of the (user, interval, keyword)-sorted long table, so the (target, history row) pairs are
+built with one ``repeat`` and aggregated with one sort. The same code gives the score generator the
+user's *latest* history (:func:`latest_history`), so scoring sees exactly the training window.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from app import constants as C
+from app.data.config import DataConfig
+from app.data.io import StageReport
+from app.data.tfrecord import write_tfrecord_file
+from app.storage import Storage
+
+
+@dataclass
+class LongTable:
+    """Train-ready rows exploded to one row per (user, interval, keyword), sorted that way."""
+
+    user: np.ndarray  # row -> user position in the train-ready table
+    interval: np.ndarray  # interval number = interval_starting_time // interval_seconds
+    kwi: np.ndarray
+    shows: np.ndarray
+    clicks: np.ndarray
+
+
+def explode(table: pa.Table, interval_seconds: int) -> LongTable:
+    """Flatten the nested train-ready arrays into a sorted long table."""
+    ist = table[C.INTERVAL_STARTING_TIME].combine_chunks()
+    kwi = table[C.KWI].combine_chunks()
+    user_of_interval = pc.list_parent_indices(ist).to_numpy()
+    interval_values = pc.list_flatten(ist).to_numpy().astype(np.int64) // interval_seconds
+    interval_of_row = pc.list_parent_indices(pc.list_flatten(kwi)).to_numpy()
+    flat = lambda col: pc.list_flatten(pc.list_flatten(table[col].combine_chunks())).to_numpy().astype(np.int64)  # noqa: E731
+    user = user_of_interval[interval_of_row].astype(np.int64)
+    interval = interval_values[interval_of_row]
+    k, s, c = flat(C.KWI), flat(C.KWI_SHOW_COUNTS), flat(C.KWI_CLICK_COUNTS)
+    order = np.lexsort((k, interval, user))
+    return LongTable(user[order], interval[order], k[order], s[order], c[order])
+
+
+def window_histories(
+    long: LongTable, t_user: np.ndarray, t_interval: np.ndarray, length: int, hist_len: int
+) -> dict[str, np.ndarray]:
+    """History matrices (T, hist_len) for targets (user, interval): intervals [t-length, t-1]."""
+    n_targets = len(t_user)
+    big = np.int64(1) << 32
+    key = long.user * big + long.interval
+    lo = np.searchsorted(key, t_user * big + (t_interval - length), side="left")
+    hi = np.searchsorted(key, t_user * big + t_interval, side="left")
+    sizes = hi - lo
+    total = int(sizes.sum())
+    out = {
+        "hist_kwi": np.zeros((n_targets, hist_len), np.int64),
+        "hist_show_counts": np.zeros((n_targets, hist_len), np.int64),
+        "hist_click_counts": np.zeros((n_targets, hist_len), np.int64),
+    }
+    if total == 0:
+        return out
+    target = np.repeat(np.arange(n_targets, dtype=np.int64), sizes)
+    starts = np.repeat(lo - np.cumsum(np.r_[0, sizes[:-1]]), sizes)
+    rows = starts + np.arange(total, dtype=np.int64)
+    kw = long.kwi[rows]
+    # aggregate per (target, keyword): sums and most recent interval
+    max_kw = int(long.kwi.max()) + 1
+    pair = target * max_kw + kw
+    order = np.argsort(pair, kind="stable")
+    pair_sorted = pair[order]
+    first = np.r_[True, pair_sorted[1:] != pair_sorted[:-1]]
+    group_start = np.nonzero(first)[0]
+    g_pair = pair_sorted[group_start]
+    g_target, g_kw = g_pair // max_kw, g_pair % max_kw
+    g_shows = np.add.reduceat(long.shows[rows][order], group_start)
+    g_clicks = np.add.reduceat(long.clicks[rows][order], group_start)
+    g_recent = np.maximum.reduceat(long.interval[rows][order], group_start)
+    # rank inside a target: most recent first, then more shows, then lower keyword index
+    rank_order = np.lexsort((g_kw, -g_shows, -g_recent, g_target))
+    g_target, g_kw, g_shows, g_clicks = (a[rank_order] for a in (g_target, g_kw, g_shows, g_clicks))
+    t_first = np.r_[True, g_target[1:] != g_target[:-1]]
+    t_start_idx = np.maximum.accumulate(np.where(t_first, np.arange(len(g_target)), 0))
+    pos = np.arange(len(g_target)) - t_start_idx
+    keep = pos < hist_len
+    out["hist_kwi"][g_target[keep], pos[keep]] = g_kw[keep]
+    out["hist_show_counts"][g_target[keep], pos[keep]] = g_shows[keep]
+    out["hist_click_counts"][g_target[keep], pos[keep]] = g_clicks[keep]
+    return out
+
+
+def _user_columns(table: pa.Table) -> dict[str, np.ndarray]:
+    return {
+        "did_index": table[C.DID_INDEX].to_numpy().astype(np.int64),
+        "age": table[C.AGE].to_numpy().astype(np.int64),
+        "gender": table[C.GENDER].to_numpy().astype(np.int64),
+    }
+
+
+def keep_hash(seed: int, did_index: np.ndarray, interval: np.ndarray, kwi: np.ndarray) -> np.ndarray:
+    """Uniform [0, 1) from a seeded integer hash (splitmix64), the same in every run and worker."""
+    with np.errstate(over="ignore"):
+        x = (did_index.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (
+            interval.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+        ) ^ (kwi.astype(np.uint64) * np.uint64(0x94D049BB133111EB)) ^ np.uint64(seed & 0xFFFFFFFF)
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def build_samples(
+    table: pa.Table, interval_seconds: int, length: int, hist_len: int, neg_sample_rate: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Pure: train-ready rows -> sample columns (the SAMPLE_FEATURES of app.data.tfrecord)."""
+    long = explode(table, interval_seconds)
+    if len(long.user) == 0:
+        return {}
+    users = _user_columns(table)
+    # targets: every (user, interval) group; rows are targets within their group
+    big = np.int64(1) << 32
+    key = long.user * big + long.interval
+    first = np.r_[True, key[1:] != key[:-1]]
+    group_of_row = np.cumsum(first) - 1
+    g_user, g_interval = long.user[first], long.interval[first]
+    hist = window_histories(long, g_user, g_interval, length, hist_len)
+    label = (long.clicks > 0).astype(np.int64)
+    did_index = users["did_index"][long.user]
+    keep = (label == 1) | (keep_hash(seed, did_index, long.interval, long.kwi) < neg_sample_rate)
+    rows = np.nonzero(keep)[0]
+    g = group_of_row[rows]
+    return {
+        "did_index": did_index[rows],
+        "age": users["age"][long.user[rows]],
+        "gender": users["gender"][long.user[rows]],
+        "hist_kwi": hist["hist_kwi"][g],
+        "hist_show_counts": hist["hist_show_counts"][g],
+        "hist_click_counts": hist["hist_click_counts"][g],
+        "target_kwi": long.kwi[rows],
+        "interval_starting_time": long.interval[rows] * interval_seconds,
+        "label": label[rows],
+    }
+
+
+def latest_history(table: pa.Table, length: int, hist_len: int, interval_seconds: int = 86400) -> dict[str, np.ndarray]:
+    """Each user's history for the interval after their newest one (the score generator's input).
+
+    Returns did, did_index, age, gender and the (N, hist_len) history arrays, one row per user.
+    """
+    long = explode(table, interval_seconds)
+    n = table.num_rows
+    newest = np.full(n, np.iinfo(np.int64).min // 2, dtype=np.int64)
+    if len(long.user):
+        np.maximum.at(newest, long.user, long.interval)
+    hist = window_histories(long, np.arange(n, dtype=np.int64), newest + 1, length, hist_len)
+    return {"did": table[C.DID].to_numpy(zero_copy_only=False), **_user_columns(table), **hist}
+
+
+def cutting_seconds(cfg_cut: dt.date | None, max_interval_start: int) -> int:
+    """Epoch seconds of the cutting date; default: the last 3 days are test."""
+    if cfg_cut is not None:
+        return int(np.datetime64(cfg_cut, "s").astype(np.int64))
+    last_day = max_interval_start - max_interval_start % 86400
+    return last_day - 2 * 86400
+
+
+def samples_bucket(batch: dict, root: str, staging: str, cut: int, params: dict) -> dict:
+    """Ray Data task: one did_bucket's train-ready rows -> shuffled, sharded TFRecord files."""
+    storage = Storage(root)
+    out: dict[str, int] = {"train_rows": 0, "train_pos": 0, "test_rows": 0, "test_pos": 0}
+    for bucket in batch["bucket"]:
+        files = storage.list_files(C.T_TRAINREADY, f"{C.DID_BUCKET}={bucket}", suffix=".parquet")
+        if not files:
+            continue
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(files, filesystem=storage.fs, partitioning=None)
+        cols = build_samples(table, params["interval"], params["length"], params["hist_len"],
+                             params["neg_sample_rate"], params["seed"])
+        if not cols:
+            continue
+        is_test = cols["interval_starting_time"] >= cut
+        rng = np.random.default_rng([params["seed"], int(bucket)])
+        for split, mask in (("train", ~is_test), ("test", is_test)):
+            idx = np.nonzero(mask)[0]
+            if len(idx) == 0:
+                continue
+            idx = idx[rng.permutation(len(idx))]
+            for shard, part in enumerate(np.array_split(idx, params["shards"])):
+                if len(part) == 0:
+                    continue
+                name = storage.path(staging, split, f"part-b{int(bucket):04d}-{shard:03d}.tfrecord")
+                write_tfrecord_file(name, {k: v[part] for k, v in cols.items()}, params["hist_len"],
+                                    filesystem=None if not storage._scheme else storage.fs)
+            out[f"{split}_rows"] += len(idx)
+            out[f"{split}_pos"] += int(cols["label"][idx].sum())
+    return {k: np.array([v]) for k, v in out.items()}
+
+
+def run(cfg: DataConfig, storage: Storage) -> dict:
+    import ray
+
+    from app.data.keywords import load_keywords
+
+    report = StageReport("samples")
+    sc = cfg.samples
+    tr = storage.read_table(C.T_TRAINREADY, columns=[C.INTERVAL_STARTING_TIME])
+    max_start = int(pc.max(pc.list_flatten(tr[C.INTERVAL_STARTING_TIME])).as_py() or 0)
+    cut = cutting_seconds(sc.cutting_date, max_start)
+    staging = storage.new_staging(f"samples-{sc.run}")
+    params = {"interval": cfg.interval_time_in_seconds, "length": sc.length, "hist_len": sc.hist_len,
+              "neg_sample_rate": sc.neg_sample_rate, "seed": sc.seed, "shards": sc.shards}
+    stats = ray.data.from_items([{"bucket": b} for b in range(cfg.did_bucket_num)]).map_batches(
+        samples_bucket, batch_size=1,
+        fn_kwargs={"root": storage.root, "staging": staging, "cut": cut, "params": params},
+    ).to_pandas()
+    keywords = load_keywords(storage, kept_only=False)
+    names = keywords[C.KEYWORD].to_pylist()
+    idx = keywords[C.KEYWORD_INDEX].to_pylist()
+    ordered = [""] * max(idx, default=0)
+    for name, i in zip(names, idx, strict=True):
+        ordered[i - 1] = name
+    split_stats = {}
+    for split in ("train", "test"):
+        files = [f.rsplit("/", 1)[1] for f in storage.list_files(staging, split, suffix=".tfrecord")]
+        rows = int(stats[f"{split}_rows"].sum())
+        pos = int(stats[f"{split}_pos"].sum())
+        split_stats[split] = {"rows": rows, "positives": pos, "ctr": round(pos / rows, 6) if rows else 0.0,
+                              "files": files}
+    info = {
+        "run": sc.run,
+        "hist_len": sc.hist_len,
+        "length": sc.length,
+        "num_keywords": len(ordered) + 1,
+        "keywords": ordered,
+        "cutting_date": dt.datetime.fromtimestamp(cut, dt.UTC).strftime("%Y-%m-%d"),
+        "cutting_seconds": cut,
+        "interval_time_in_seconds": cfg.interval_time_in_seconds,
+        "neg_sample_rate": sc.neg_sample_rate,
+        "seed": sc.seed,
+        "format": "tfrecord",
+        **split_stats,
+    }
+    storage.write_json(f"{staging}/stats.json", info)
+    storage.commit_replace(staging, f"samples/{sc.run}")
+    report.rows_in = int(storage.read_table(C.T_TRAINREADY, columns=[C.DID]).num_rows)
+    report.rows_out = split_stats["train"]["rows"] + split_stats["test"]["rows"]
+    report.extra = {"train": split_stats["train"]["rows"], "test": split_stats["test"]["rows"],
+                    "cutting_date": info["cutting_date"]}
+    return report.finish(storage)
