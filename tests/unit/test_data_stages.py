@@ -1,0 +1,114 @@
+"""Golden tests of the pure stage functions (no Ray)."""
+
+import numpy as np
+import pyarrow as pa
+
+from app import constants as C
+from app.data.clean_logs import clean_batch, dedup_partition
+from app.data.config import TrainReadyConfig
+from app.data.persona import clean_persona
+from app.data.trainready import build_trainready
+from app.data.unify import unify_tables
+
+
+def test_did_with_two_ages_is_dropped():
+    raw = pa.table({
+        C.DID: ["a", "a", "b", "b", "c"],
+        C.GENDER_RAW: ["0", "0", "1", "1", "0"],
+        C.AGE_RAW: ["3", "4", "2", "2", "5"],  # a has two ages; b is an exact duplicate
+    })
+    clean, quarantine = clean_persona(raw, num_buckets=4)
+    assert sorted(clean[C.DID].to_pylist()) == ["b", "c"]
+    assert quarantine[C.REASON].to_pylist() == ["conflicting_persona"] * 2
+    assert quarantine[C.DID].to_pylist() == ["a", "a"]
+    row_b = clean.filter(pa.compute.equal(clean[C.DID], "b")).to_pylist()[0]
+    assert (row_b[C.GENDER], row_b[C.AGE]) == (1, 2)
+
+
+def _lookups():
+    return {
+        "slots": pa.table({C.SLOT_ID: ["s1"], C.MEDIA_CATEGORY: ["Huawei Video"]}),
+        "apps": pa.table({C.SPREAD_APP_ID: ["a1", "a2"], C.KEYWORD: ["video", "rare"],
+                          C.KEYWORD_INDEX: pa.array([1, 2], pa.int32()), "kept": [True, False]}),
+        "persona": pa.table({C.DID: ["u1"], C.GENDER: pa.array([1], pa.int32()), C.AGE: pa.array([4], pa.int32()),
+                             C.DID_BUCKET: pa.array([3], pa.int32())}),
+    }
+
+
+def test_clean_batch_reasons_in_order():
+    n = 7
+    raw = pa.table({
+        C.DID: ["u1", "", "u1", "u1", "u1", "u1", "zz"],
+        C.ADV_ID: ["x"] * n, C.ADV_TYPE: ["native"] * n,
+        C.SLOT_ID: ["s1", "s9", "s1", "s9", "s1", "s1", "s1"],
+        C.SPREAD_APP_ID: ["a1", "a1", "a1", "a1", "a9", "a2", "a1"],
+        C.DEVICE_NAME: ["d"] * n, C.NET_TYPE: ["4G"] * n, C.ADV_BILL_MODE_CD: ["CPC"] * n,
+        C.SHOW_TIME: ["2020-01-07 16:22:18.129", "bad", "bad", "2020-01-07 16:22:18", "2020-01-07 16:22:18",
+                      "2020-01-07 16:22:18", "2020-01-07 16:22:18"],
+    })
+    clean, quarantine, counts = clean_batch(raw, C.SHOW_TIME, _lookups())
+    assert counts == {"missing_did": 1, "bad_time": 1, "unknown_slot": 1, "unknown_app": 1,
+                      "rare_keyword": 1, "unknown_did": 1}
+    assert quarantine[C.REASON].to_pylist() == ["missing_did", "bad_time", "unknown_slot", "unknown_app",
+                                                "rare_keyword", "unknown_did"]
+    row = clean.to_pylist()[0]
+    assert row[C.MEDIA_CATEGORY] == "Huawei Video" and row[C.KEYWORD] == "video" and row[C.KEYWORD_INDEX] == 1
+    assert (row[C.GENDER], row[C.AGE], row[C.DID_BUCKET], row[C.DAY]) == (1, 4, 3, "2020-01-07")
+    assert clean.column_names == C.CLEAN_LOG_COLUMNS
+
+
+def test_dedup_partition_counts_extra_copies():
+    t = pa.table({"a": [1, 1, 1, 2, 3, 3], "b": ["x", "x", "x", "y", "z", "z"]})
+    distinct, extra = dedup_partition(t)
+    assert sorted(distinct.to_pylist(), key=str) == sorted([{"a": 1, "b": "x"}, {"a": 2, "b": "y"},
+                                                          {"a": 3, "b": "z"}], key=str)
+    assert sorted(extra["a"].to_pylist()) == [1, 1, 3]
+
+
+def _log_rows(rows):
+    """rows: (did, time, keyword_index, is_click)"""
+    def table(sel):
+        sub = [r for r in rows if r[3] == sel]
+        n = len(sub)
+        return pa.table({
+            C.DID: [r[0] for r in sub], C.ACTION_TIME: [r[1] for r in sub],
+            C.KEYWORD: [f"k{r[2]}" for r in sub], C.KEYWORD_INDEX: pa.array([r[2] for r in sub], pa.int32()),
+            C.MEDIA: ["native"] * n, C.MEDIA_CATEGORY: ["m"] * n, C.NET_TYPE: ["4G"] * n,
+            C.GENDER: pa.array([0] * n, pa.int32()), C.AGE: pa.array([3] * n, pa.int32()), C.ADV_ID: ["x"] * n,
+        })
+    return table(0), table(1)
+
+
+def test_trainready_arrays_for_three_users():
+    d1, d2, d3 = "2020-01-01", "2020-01-02", "2020-01-03"
+    rows = [
+        ("A", f"{d1} 10:00:00.000", 2, 0), ("A", f"{d1} 11:00:00", 1, 0), ("A", f"{d1} 11:00:05", 1, 1),
+        ("A", f"{d3} 09:00:00.5", 2, 0), ("A", f"{d3} 09:30:00", 2, 0),
+        ("B", f"{d2} 08:00:00", 3, 0), ("B", f"{d2} 08:00:07", 3, 1), ("B", f"{d2} 09:00:07", 1, 1),  # orphan click
+        ("C", f"{d1} 23:59:00", 1, 0),
+    ]
+    show, click = _log_rows(rows)
+    logs = unify_tables(show, click, 86400)
+    assert logs.num_rows == 9
+    assert set(logs[C.INTERVAL_STARTING_TIME].to_pylist()) == {1577836800, 1577923200, 1578009600}
+    table, orphans, counts = build_trainready(logs, TrainReadyConfig(), bucket=1, num_buckets=4)
+    got = {r[C.DID]: r for r in table.to_pylist()}
+    assert got["A"][C.INTERVAL_STARTING_TIME] == [1578009600, 1577836800]  # newest first
+    assert got["A"][C.KWI] == [[2], [1, 2]]
+    assert got["A"][C.KWI_SHOW_COUNTS] == [[2], [1, 1]]
+    assert got["A"][C.KWI_CLICK_COUNTS] == [[0], [1, 0]]
+    assert got["B"][C.KWI] == [[3]] and got["B"][C.KWI_CLICK_COUNTS] == [[1]]
+    assert got["C"][C.KWI] == [[1]] and got["C"][C.KWI_SHOW_COUNTS] == [[1]]
+    assert counts["click_without_show"] == 1 and orphans[C.DID].to_pylist() == ["B"]
+    # did_index: rank within the bucket (A, B, C) * num_buckets + bucket
+    assert [got[d][C.DID_INDEX] for d in "ABC"] == [1, 5, 9]
+
+
+def test_trainready_user_filters():
+    rows = [("A", "2020-01-01 10:00:00", 1, 0), ("A", "2020-01-02 10:00:00", 1, 0), ("B", "2020-01-01 10:00:00", 1, 0)]
+    logs = unify_tables(*_log_rows(rows), 86400)
+    table, _, counts = build_trainready(logs, TrainReadyConfig(min_active_intervals=2), 0, 1)
+    assert table[C.DID].to_pylist() == ["A"] and counts["filtered_users"] == 1
+    table, _, counts = build_trainready(logs, TrainReadyConfig(max_traffic=1), 0, 1)
+    assert table[C.DID].to_pylist() == ["B"]
+    assert np.all(table[C.DID_INDEX].to_numpy() >= 0)

@@ -1,0 +1,106 @@
+"""Samples: vectorized histories vs a brute-force oracle; TFRecord round trip through tf.data."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from app import constants as C
+from app.data.samples import build_samples, keep_hash, latest_history
+from app.data.tfrecord import FEATURE_NAMES, read_samples, write_tfrecord_file
+
+DAY = 86400
+
+
+def random_trainready(rng, n_users=30, n_days=10, n_kw=6):
+    rows = []
+    for u in range(n_users):
+        days = sorted(rng.choice(n_days, size=rng.integers(1, n_days), replace=False), reverse=True)
+        kwi, shows, clicks = [], [], []
+        for _ in days:
+            ks = sorted(rng.choice(np.arange(1, n_kw + 1), size=rng.integers(1, 4), replace=False))
+            s = rng.integers(1, 4, size=len(ks))
+            kwi.append([int(k) for k in ks])
+            shows.append([int(x) for x in s])
+            clicks.append([int(rng.integers(0, x + 1)) for x in s])
+        rows.append({C.AGE: int(rng.integers(1, 7)), C.GENDER: int(rng.integers(0, 2)), C.DID: f"u{u}",
+                     C.DID_INDEX: u, C.INTERVAL_STARTING_TIME: [int(d) * DAY for d in days],
+                     C.KWI: kwi, C.KWI_SHOW_COUNTS: shows, C.KWI_CLICK_COUNTS: clicks})
+    return pa.Table.from_pylist(rows)
+
+
+def oracle_history(row, target_day, length, hist_len):
+    agg = {}
+    for ist, ks, ss, cs in zip(row[C.INTERVAL_STARTING_TIME], row[C.KWI], row[C.KWI_SHOW_COUNTS],
+                               row[C.KWI_CLICK_COUNTS], strict=True):
+        d = ist // DAY
+        if target_day - length <= d < target_day:
+            for k, s, c in zip(ks, ss, cs, strict=True):
+                recent, s0, c0 = agg.get(k, (-1, 0, 0))
+                agg[k] = (max(recent, d), s0 + s, c0 + c)
+    ranked = sorted(agg.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))[:hist_len]
+    pad = hist_len - len(ranked)
+    return ([k for k, _ in ranked] + [0] * pad, [v[1] for _, v in ranked] + [0] * pad,
+            [v[2] for _, v in ranked] + [0] * pad)
+
+
+@pytest.mark.parametrize("length,hist_len", [(1, 2), (3, 4), (7, 16)])
+def test_samples_match_bruteforce(length, hist_len):
+    table = random_trainready(np.random.default_rng(length))
+    cols = build_samples(table, DAY, length, hist_len, neg_sample_rate=1.0, seed=0)
+    rows = table.to_pylist()
+    expected_n = sum(len(k) for r in rows for k in r[C.KWI])
+    assert len(cols["label"]) == expected_n
+    for i in range(expected_n):
+        row = rows[cols["did_index"][i]]
+        day = cols["interval_starting_time"][i] // DAY
+        kws, shows, clicks = oracle_history(row, day, length, hist_len)
+        assert cols["hist_kwi"][i].tolist() == kws
+        assert cols["hist_show_counts"][i].tolist() == shows
+        assert cols["hist_click_counts"][i].tolist() == clicks
+        j = row[C.INTERVAL_STARTING_TIME].index(day * DAY)
+        k = row[C.KWI][j].index(cols["target_kwi"][i])
+        assert cols["label"][i] == int(row[C.KWI_CLICK_COUNTS][j][k] > 0)
+        assert cols["age"][i] == row[C.AGE] and cols["gender"][i] == row[C.GENDER]
+
+
+def test_negative_sampling_is_seeded_and_keeps_positives():
+    table = random_trainready(np.random.default_rng(5), n_users=200)
+    full = build_samples(table, DAY, 3, 8, 1.0, seed=1)
+    a = build_samples(table, DAY, 3, 8, 0.3, seed=1)
+    b = build_samples(table, DAY, 3, 8, 0.3, seed=1)
+    c = build_samples(table, DAY, 3, 8, 0.3, seed=2)
+    assert a["label"].sum() == full["label"].sum()  # every positive kept
+    neg_full, neg_a = (full["label"] == 0).sum(), (a["label"] == 0).sum()
+    assert 0.2 * neg_full < neg_a < 0.4 * neg_full
+    assert np.array_equal(a["target_kwi"], b["target_kwi"]) and not np.array_equal(a["did_index"], c["did_index"])
+    u = keep_hash(3, np.arange(100000), np.zeros(100000), np.ones(100000))
+    assert abs(u.mean() - 0.5) < 0.01 and u.min() >= 0 and u.max() < 1
+
+
+def test_latest_history_uses_window_before_next_interval():
+    table = random_trainready(np.random.default_rng(9))
+    out = latest_history(table, length=3, hist_len=5, interval_seconds=DAY)
+    for i, row in enumerate(table.to_pylist()):
+        newest = max(row[C.INTERVAL_STARTING_TIME]) // DAY
+        kws, shows, clicks = oracle_history(row, newest + 1, 3, 5)
+        assert out["hist_kwi"][i].tolist() == kws and out["hist_click_counts"][i].tolist() == clicks
+        assert out["did"][i] == row[C.DID] and out["did_index"][i] == row[C.DID_INDEX]
+
+
+def test_tfrecord_round_trip(tmp_path):
+    table = random_trainready(np.random.default_rng(1))
+    cols = build_samples(table, DAY, 3, 8, 1.0, seed=0)
+    cols["did_index"] = cols["did_index"] + (1 << 33)  # large values survive too
+    path = str(tmp_path / "s.tfrecord")
+    assert write_tfrecord_file(path, cols, 8) == len(cols["label"])
+    batches = list(read_samples([path], hist_len=8, batch_size=64))
+    for name in FEATURE_NAMES:
+        got = np.concatenate([b[name].numpy() for b in batches])
+        assert np.array_equal(got, cols[name]), name
+
+
+def test_tfrecord_refuses_out_of_range(tmp_path):
+    cols = {n: np.zeros((2, 4) if n.startswith("hist") else 2, np.int64) for n in FEATURE_NAMES}
+    cols["label"] = np.array([0, -1])
+    with pytest.raises(ValueError, match="label"):
+        write_tfrecord_file(str(tmp_path / "x.tfrecord"), cols, 4)
