@@ -1,0 +1,162 @@
+"""The audience-extension job: seed reader -> clustering -> similarity -> selection (seed 000).
+
+:func:`extend_audience` is the one entry point; the CLI, the validation and the Serve worker
+actors call it. It needs a running Ray (for the similarity generator) and writes
+``<out_dir>/audience.parquet``, ``<out_dir>/audience.csv`` (did, score, rank) and
+``<out_dir>/report.json`` under the storage root.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from app.extend.clustering import choose_k
+from app.extend.config import ExtendConfig
+from app.extend.scores import read_score_vectors, resolve_score_table, score_table_files
+from app.extend.seeds import SeedSet, read_seeds
+from app.extend.selection import audience_size, select_top
+from app.extend.similarity import similarity_candidates
+from app.storage import Storage
+
+Progress = Callable[[float, str], None]
+
+
+def _noop(_fraction: float, _message: str) -> None:
+    return None
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.last = self.t0
+        self.steps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.steps[name] = round(now - self.last, 3)
+        self.last = now
+
+    def summary(self) -> dict[str, float]:
+        return {**self.steps, "total": round(time.perf_counter() - self.t0, 3)}
+
+
+def score_distribution(scores: np.ndarray) -> dict[str, Any]:
+    if scores.size == 0:
+        return {"n": 0}
+    qs = [0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0]
+    vals = np.quantile(scores.astype(np.float64), qs)
+    return {
+        "n": int(scores.size),
+        "mean": float(scores.mean()),
+        "std": float(scores.std()),
+        "quantiles": {f"p{int(q * 100)}": round(float(v), 6) for q, v in zip(qs, vals, strict=True)},
+    }
+
+
+def seed_count_warnings(n_found: int, recommended: tuple[int, int]) -> list[str]:
+    lo, hi = recommended
+    if n_found < lo:
+        return [f"{n_found} seeds found: fewer than the recommended {lo}; distributions are noisy"]
+    if n_found > hi:
+        return [f"{n_found} seeds found: more than the recommended {hi}; the seed set may be too general"]
+    return []
+
+
+def write_audience(storage: Storage, out_dir: str, audience: pa.Table) -> None:
+    buf = io.BytesIO()
+    pq.write_table(audience, buf)
+    storage.write_bytes(f"{out_dir}/audience.parquet", buf.getvalue())
+    buf = io.BytesIO()
+    pacsv.write_csv(audience.select(["did", "score", "rank"]), buf)
+    storage.write_bytes(f"{out_dir}/audience.csv", buf.getvalue())
+
+
+def _extend_din(
+    storage: Storage, seeds: list[str], cfg: ExtendConfig, progress: Progress, timer: _Timer
+) -> tuple[pa.Table, dict[str, Any]]:
+    version, info = resolve_score_table(storage, cfg.score_table)
+    users = storage.read_table(f"scores/{version}", columns=["did"])
+    all_dids = users.column("did").to_numpy(zero_copy_only=False).astype(str)
+    seedset: SeedSet = read_seeds(seeds, all_dids, cfg.min_found_seeds, cfg.max_seeds)
+    timer.lap("seed_reader")
+    progress(0.15, f"{seedset.found} seeds found of {seedset.submitted}")
+
+    seed_vecs = read_score_vectors(storage, version, seedset.found_dids)
+    clusters = choose_k(seed_vecs, cfg.max_clusters, cfg.seed, cfg.min_silhouette,
+                        cfg.max_coherent_clusters, cfg.cluster_sample)
+    timer.lap("clustering")
+    progress(0.3, f"seeds form {clusters.k} cluster(s)")
+
+    m = audience_size(seedset.found, cfg.size, cfg.percentage, cfg.default_percentage)
+    files, fs = score_table_files(storage, version)
+    cand = similarity_candidates(
+        files, fs, seed_vecs, seedset.found_dids, cfg.top_n, m,
+        backend=cfg.backend, blocks={"user_block": cfg.user_block, "seed_block": cfg.seed_block}
+        if cfg.backend != "tf" else {},
+        batch_rows=cfg.batch_rows, num_actors=cfg.num_actors, sample=cfg.distribution_sample, seed=cfg.seed,
+    )
+    timer.lap("similarity")
+    progress(0.85, "similarity done")
+    sample_only = cand.column("sample_only").to_numpy(zero_copy_only=False)
+    scores = cand.column("score").to_numpy()
+    dids = cand.column("did").to_numpy(zero_copy_only=False)
+    audience = select_top(dids[~sample_only], scores[~sample_only], m, exclude=seedset.found_dids)
+    timer.lap("selection")
+    report = {
+        "strategy": "din",
+        "score_table": version,
+        "keywords": info.get("keywords"),
+        "seeds": seedset.counts(),
+        "unknown_examples": seedset.unknown_examples,
+        "clusters": clusters.summary(),
+        "warnings": clusters.warnings + seed_count_warnings(seedset.found, cfg.recommended_seeds),
+        "requested_size": m,
+        "audience_size": audience.num_rows,
+        "top_n": cfg.top_n,
+        # the sample is uniform per batch, candidates are the top; report both views
+        "score_distribution": {
+            "population_sample": score_distribution(scores[sample_only]),
+            "audience": score_distribution(audience.column("score").to_numpy()),
+        },
+    }
+    return audience, report
+
+
+def extend_audience(
+    storage: Storage,
+    seeds: list[str],
+    cfg: ExtendConfig,
+    out_dir: str,
+    progress: Callable[[float, str], None] | None = None,
+) -> dict:
+    """Extend ``seeds`` (user ids) to a lookalike audience; write files under ``out_dir``; report.
+
+    Raises SeedError (unusable seeds) and ModelNotReady (no score table / feature table).
+    """
+    progress = progress or _noop
+    timer = _Timer()
+    out_dir = out_dir.strip("/")
+    progress(0.0, f"extending {len(seeds)} seeds with strategy {cfg.strategy}")
+    if cfg.strategy == "jsd":
+        from app.extend.jsd import extend_jsd
+
+        audience, report = extend_jsd(storage, seeds, cfg, out_dir, progress, timer.lap)
+    else:
+        audience, report = _extend_din(storage, seeds, cfg, progress, timer)
+    write_audience(storage, out_dir, audience)
+    timer.lap("write")
+    report["out_dir"] = out_dir
+    report["files"] = [f"{out_dir}/audience.parquet", f"{out_dir}/audience.csv", f"{out_dir}/report.json"]
+    report["timings_s"] = timer.summary()
+    report["config"] = cfg.model_dump(mode="json", exclude={"validation", "scores"})
+    storage.write_json(f"{out_dir}/report.json", report)
+    progress(1.0, f"audience of {audience.num_rows} users written")
+    return report

@@ -1,0 +1,206 @@
+"""Score-table generator (seed 000 "Post Process"): every user x every keyword, from the DIN model.
+
+Ray Data reads the train-ready table; ``map_batches`` with an actor pool whose actors load the
+current model once each (a GPU per actor when the cluster has them) turns every batch of users
+into their latest history (the same window as training) and scores all keywords at once with
+``BatchScorer.score_all_keywords``. Output, partitioned by did_bucket::
+
+    <root>/scores/<version>/did_bucket=B/*.parquet   did, did_index, scores, scores_norm
+    <root>/scores/<version>/keywords.json            keyword of each vector position
+
+``scores`` is a fixed-size float32 list of K values in keyword order (index 1 first) and
+``scores_norm`` its L2-normalized copy. The version is registered as the current score table.
+With ``as_of`` (validation) history from that date on is dropped first, and the table is
+registered without becoming current.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from app import constants as C
+from app.errors import ModelNotReady, SchemaError
+from app.extend.config import ScoresConfig
+from app.extend.kernel import l2_normalize
+from app.registry import Registry, new_version
+from app.storage import Storage
+
+USER_KEYS = ("age", "gender", "hist_kwi", "hist_show_counts", "hist_click_counts")
+HISTORY_LISTS = (C.INTERVAL_STARTING_TIME, C.KWI, C.KWI_SHOW_COUNTS, C.KWI_CLICK_COUNTS)
+DEFAULT_LOADER = "app.train.export:load_current_scorer"
+
+
+# ------------------------------------------------------------------ reading a score table
+def resolve_score_table(storage: Storage, version: str | None = None) -> tuple[str, dict[str, Any]]:
+    """(version, info) of the given or current score table; ModelNotReady when there is none."""
+    reg = Registry(storage)
+    if version is None:
+        return reg.current_score_table()
+    versions = reg.read().get("score_tables", {}).get("versions", {})
+    if version not in versions:
+        raise ModelNotReady(f"score table {version!r} is not registered in {storage.root!r}")
+    return version, versions[version]
+
+
+def score_table_files(storage: Storage, version: str) -> tuple[list[str], Any]:
+    files = storage.list_files(f"scores/{version}", suffix=".parquet")
+    if not files:
+        raise ModelNotReady(f"score table {version!r} has no Parquet files under {storage.root!r}")
+    return files, storage.fs
+
+
+def read_score_vectors(storage: Storage, version: str, dids: np.ndarray, column: str = "scores_norm") -> np.ndarray:
+    """Vectors of ``dids`` (in that order) from the score table."""
+    from app.extend.similarity import vectors
+
+    files, fs = score_table_files(storage, version)
+    ds = pads.dataset(files, filesystem=fs, format="parquet")
+    wanted = pa.array(np.asarray(dids).astype(str), type=pa.string())
+    table = ds.to_table(columns=["did", column], filter=pads.field("did").isin(wanted))
+    got = table.column("did").to_numpy(zero_copy_only=False).astype(str)
+    order = {d: i for i, d in enumerate(got)}
+    missing = [d for d in wanted.to_pylist() if d not in order]
+    if missing:
+        raise SchemaError(f"score table {version!r} lacks seeds {missing[:5]}")
+    idx = np.fromiter((order[d] for d in wanted.to_pylist()), dtype=np.int64, count=len(wanted))
+    return vectors(table, column)[idx]
+
+
+# ------------------------------------------------------------------ history helpers
+def truncate_history(table: pa.Table, before_seconds: int) -> pa.Table:
+    """Drop every interval starting at or after ``before_seconds`` from the train-ready lists."""
+    ist = table.column(C.INTERVAL_STARTING_TIME).combine_chunks()
+    flat = ist.flatten().to_numpy(zero_copy_only=False)
+    parents = pc.list_parent_indices(ist).to_numpy(zero_copy_only=False)
+    keep = flat < before_seconds
+    counts = np.bincount(parents[keep], minlength=len(table))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    mask = pa.array(keep)
+    for name in HISTORY_LISTS:
+        arr = table.column(name).combine_chunks()
+        values = arr.flatten().filter(mask)
+        new = pa.ListArray.from_arrays(offsets, values)
+        table = table.set_column(table.schema.get_field_index(name), name, new)
+    return table
+
+
+def load_callable(spec: str):
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def history_window(storage: Storage, run: str) -> dict[str, Any]:
+    rel = f"samples/{run}/stats.json"
+    if not storage.exists(rel):
+        raise ModelNotReady(f"{rel} not found under {storage.root!r}: build samples first")
+    return storage.read_json(rel)
+
+
+def fixed_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+
+
+def score_rows(users: dict[str, np.ndarray], scores: np.ndarray, buckets: np.ndarray) -> pa.Table:
+    scores = np.asarray(scores, dtype=np.float32)
+    return pa.table(
+        {
+            "did": pa.array(np.asarray(users["did"]).astype(str), type=pa.string()),
+            "did_index": pa.array(np.asarray(users["did_index"], dtype=np.int64)),
+            "scores": fixed_list(scores),
+            "scores_norm": fixed_list(l2_normalize(scores)),
+            C.DID_BUCKET: pa.array(np.asarray(buckets, dtype=np.int64)),
+        }
+    )
+
+
+class ScoreActor:
+    """Ray Data actor: loads the model once, scores batches of train-ready users on all keywords."""
+
+    def __init__(self, root: str, loader: str, model_name: str, version: str, length: int,
+                 hist_len: int, before_seconds: int | None, history_fn: str):
+        got, self.scorer = load_callable(loader)(Storage(root), name=model_name)
+        if got != version:
+            raise ModelNotReady(f"current {model_name!r} model changed during scoring ({version} -> {got})")
+        self.length, self.hist_len, self.before = length, hist_len, before_seconds
+        self.history = load_callable(history_fn)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.before is not None:
+            batch = truncate_history(batch, self.before)
+        users = self.history(batch, self.length, self.hist_len)
+        scores = self.scorer.score_all_keywords({k: users[k] for k in USER_KEYS})
+        if C.DID_BUCKET in batch.column_names:
+            buckets = batch.column(C.DID_BUCKET).to_numpy(zero_copy_only=False)
+        else:
+            buckets = np.zeros(len(users["did"]), dtype=np.int64)
+        return score_rows(users, scores, buckets)
+
+
+def generate_score_table(
+    storage: Storage,
+    cfg: ScoresConfig,
+    as_of: dt.date | None = None,
+    make_current: bool | None = None,
+    loader: str = DEFAULT_LOADER,
+    history_fn: str = "app.data.samples:latest_history",
+) -> dict[str, Any]:
+    """Score every train-ready user against every keyword; write and register a score table."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    t0 = time.perf_counter()
+    model_version, scorer = load_callable(loader)(storage, name=cfg.model_name)
+    keywords = list(scorer.keywords)
+    stats = history_window(storage, cfg.samples_run)
+    length, hist_len = int(stats["length"]), int(getattr(scorer, "hist_len", stats["hist_len"]))
+    del scorer
+    before = None
+    if as_of is not None:
+        before = int(dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC).timestamp())
+    files = storage.list_files(C.T_TRAINREADY, suffix=".parquet")
+    if not files:
+        raise SchemaError(f"{C.T_TRAINREADY} is empty under {storage.root!r}: run the data pipeline")
+    gpus = ray.cluster_resources().get("GPU", 0)
+    use_gpu = cfg.use_gpu == "yes" or (cfg.use_gpu == "auto" and gpus >= 1)
+    version = new_version()
+    ds = ray.data.read_parquet(files, filesystem=storage.fs, partitioning="hive")
+    out = ds.map_batches(
+        ScoreActor,
+        fn_constructor_kwargs={
+            "root": storage.root, "loader": loader, "model_name": cfg.model_name, "version": model_version,
+            "length": length, "hist_len": hist_len, "before_seconds": before, "history_fn": history_fn,
+        },
+        batch_format="pyarrow",
+        batch_size=cfg.batch_rows,
+        compute=ActorPoolStrategy(size=cfg.num_actors),
+        num_gpus=1 if use_gpu else None,
+    )
+    staging = storage.new_staging(f"scores-{version}")
+    out.write_parquet(storage.uri(staging), partition_cols=[C.DID_BUCKET])
+    storage.write_json(f"{staging}/keywords.json", keywords)
+    storage.commit_replace(staging, f"scores/{version}")
+    n_users = storage.read_table(f"scores/{version}", columns=["did_index"]).num_rows
+    seconds = time.perf_counter() - t0
+    info = {
+        "path": f"scores/{version}",
+        "model": cfg.model_name,
+        "model_version": model_version,
+        "keywords": keywords,
+        "num_users": n_users,
+        "as_of": as_of.isoformat() if as_of else None,
+        "window": {"length": length, "hist_len": hist_len},
+        "seconds": round(seconds, 2),
+        "users_per_s": round(n_users / seconds, 1) if seconds else None,
+    }
+    current = (as_of is None) if make_current is None else make_current
+    Registry(storage).add_score_table(version, info, make_current=current)
+    return {"version": version, "current": current, **info}

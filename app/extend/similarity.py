@@ -1,0 +1,138 @@
+"""Similarity generator (seed 000 step 3) over the score table with Ray Data.
+
+Each user partition (a Ray Data block of the score table) is scored against all seeds by the
+blocked kernel in :mod:`app.extend.kernel`. The seed matrix is put in the object store once
+(``ray.put``) and fetched once per actor. Each batch returns only what the selector can use: its
+candidate top-M non-seed rows, plus a small random sample of scores for the report's
+distribution (flagged ``sample_only``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from app.extend.kernel import top_n_mean
+from app.extend.selection import block_candidates
+
+SCORES = "scores"
+SCORES_NORM = "scores_norm"
+
+
+def vectors(table: pa.Table, column: str = SCORES_NORM) -> np.ndarray:
+    """(rows, K) float32 matrix from a fixed-size-list (or list) column, without Python loops."""
+    col = table.column(column).combine_chunks()
+    if col.type.num_fields == 0:  # pragma: no cover - not a list
+        raise TypeError(f"column {column!r} is not a list column")
+    if isinstance(col.type, pa.FixedSizeListType):
+        width = col.type.list_size
+    else:
+        width = int(col.value_lengths()[0].as_py()) if len(col) else 0
+    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(len(col), width) if len(col) else np.zeros((0, width), np.float32)
+
+
+def pick_backend(backend: str) -> str:
+    """``auto``: TensorFlow when a GPU is visible to this process, NumPy BLAS otherwise."""
+    if backend != "auto":
+        return backend
+    try:
+        import ray
+
+        if ray.is_initialized() and ray.get_gpu_ids():
+            return "tf"
+    except Exception:  # noqa: BLE001 - no Ray context: plain NumPy
+        pass
+    return "numpy"
+
+
+def score_batch(
+    batch: pa.Table,
+    seeds: np.ndarray,
+    seed_dids: np.ndarray,
+    top_n: int,
+    m: int,
+    backend: str = "numpy",
+    blocks: dict[str, int] | None = None,
+    sample: int = 0,
+    rng: np.random.Generator | None = None,
+) -> pa.Table:
+    """Top-N mean similarity of a batch of non-seed users; keep only selector candidates + a sample."""
+    dids = batch.column("did").to_numpy(zero_copy_only=False).astype(str)
+    keep = ~np.isin(dids, seed_dids)
+    users = vectors(batch)[keep]
+    dids = dids[keep]
+    scores = top_n_mean(users, seeds, top_n, backend=backend, **(blocks or {}))
+    cand = block_candidates(scores, m)
+    flag = np.zeros(scores.size, dtype=bool)
+    flag[cand] = True
+    rows = cand
+    if sample and scores.size:
+        rng = rng or np.random.default_rng(0)
+        extra = rng.choice(scores.size, min(sample, scores.size), replace=False)
+        extra = extra[~flag[extra]]
+        rows = np.concatenate([cand, extra])
+    return pa.table(
+        {
+            "did": pa.array(dids[rows], type=pa.string()),
+            "score": pa.array(scores[rows], type=pa.float32()),
+            "sample_only": pa.array(~flag[rows]),
+        }
+    )
+
+
+class SimilarityActor:
+    """Ray Data actor: fetches the seed matrix once from the object store, scores batches."""
+
+    def __init__(self, seeds_ref: Any, seed_dids_ref: Any, params: dict[str, Any]):
+        import ray
+
+        self.seeds = ray.get(seeds_ref)
+        self.seed_dids = ray.get(seed_dids_ref)
+        self.params = dict(params)
+        self.params["backend"] = pick_backend(self.params.get("backend", "auto"))
+        self.rng = np.random.default_rng(self.params.pop("seed", 0))
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return score_batch(batch, self.seeds, self.seed_dids, rng=self.rng, **self.params)
+
+
+def similarity_candidates(
+    files: list[str],
+    filesystem: Any,
+    seeds: np.ndarray,
+    seed_dids: np.ndarray,
+    top_n: int,
+    m: int,
+    *,
+    backend: str = "auto",
+    blocks: dict[str, int] | None = None,
+    batch_rows: int = 65536,
+    num_actors: int = 2,
+    sample: int = 0,
+    seed: int = 0,
+) -> pa.Table:
+    """Run the similarity generator over the score-table files; returns candidates + samples."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    seeds_ref = ray.put(np.ascontiguousarray(seeds, dtype=np.float32))
+    seed_dids_ref = ray.put(np.asarray(seed_dids).astype(str))
+    params = {"top_n": top_n, "m": m, "backend": backend, "blocks": blocks or {}, "sample": sample, "seed": seed}
+    ds = ray.data.read_parquet(files, filesystem=filesystem, columns=["did", SCORES_NORM])
+    out = ds.map_batches(
+        SimilarityActor,
+        fn_constructor_kwargs={"seeds_ref": seeds_ref, "seed_dids_ref": seed_dids_ref, "params": params},
+        batch_format="pyarrow",
+        batch_size=batch_rows,
+        compute=ActorPoolStrategy(size=num_actors),
+        num_gpus=1 if backend == "tf" and ray.cluster_resources().get("GPU", 0) >= num_actors else None,
+    )
+    refs = out.to_arrow_refs()
+    tables = [t for t in ray.get(refs) if t.num_rows]
+    if not tables:
+        return pa.table({"did": pa.array([], pa.string()), "score": pa.array([], pa.float32()),
+                         "sample_only": pa.array([], pa.bool_())})
+    return pa.concat_tables(tables)
