@@ -1,0 +1,137 @@
+"""What ``POST /score`` computes: DIN scores of known dids against every keyword.
+
+The scoring deployment receives a *loader* (``storage -> DidScorer``) so tests pass a fake. The
+default loader, :func:`load_din_scorer`, loads the current DIN model (app.train.export) and builds
+an in-memory did -> history-features index from the train-ready table (the same latest window the
+score generator uses), so a request costs one index lookup plus one batched model call. Dids without
+history are reported as unknown, never as an error for the whole request.
+
+:func:`load_score_table` is the alternative for the lowest latency: it serves the precomputed
+current score table (no TensorFlow in the replica), at the price of lagging a newer model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any, Protocol
+
+import numpy as np
+
+from app import constants as C
+from app.storage import Storage
+
+log = logging.getLogger(__name__)
+FEATURES = ("age", "gender", "hist_kwi", "hist_show_counts", "hist_click_counts")
+
+
+class DidScorer(Protocol):
+    version: str
+    keywords: list[str]
+
+    def score_dids(self, dids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (n_known, K) float32, positions (n_known,) of the known dids in ``dids``)."""
+
+
+class IndexedScorer:
+    """Dids -> rows of an in-memory feature table, scored by ``score_rows(rows) -> (n, K)``."""
+
+    def __init__(self, version: str, keywords: list[str], dids: list[str], score_rows: Any):
+        self.version = version
+        self.keywords = list(keywords)
+        self.index = {d: i for i, d in enumerate(dids)}
+        self._score_rows = score_rows
+
+    def score_dids(self, dids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        pos, rows = [], []
+        for i, did in enumerate(dids):
+            row = self.index.get(did)
+            if row is not None:
+                pos.append(i)
+                rows.append(row)
+        if not rows:
+            return np.zeros((0, len(self.keywords)), np.float32), np.zeros(0, np.int64)
+        scores = np.asarray(self._score_rows(np.asarray(rows, np.int64)), dtype=np.float32)
+        return scores, np.asarray(pos, np.int64)
+
+
+def split_batch(requests: list[list[str]], scorer: DidScorer) -> list[dict[str, Any]]:
+    """Score the dids of several requests in one call and hand each request its own rows."""
+    flat = [d for dids in requests for d in dids]
+    scores, pos = scorer.score_dids(flat)
+    out, start, cursor = [], 0, 0
+    for dids in requests:
+        end = start + len(dids)
+        stop = cursor + int(np.searchsorted(pos[cursor:], end))
+        local = pos[cursor:stop] - start
+        known = set(local.tolist())
+        out.append(
+            {
+                "dids": [dids[i] for i in local],
+                "scores": scores[cursor:stop],
+                "unknown": [d for i, d in enumerate(dids) if i not in known],
+            }
+        )
+        start, cursor = end, stop
+    return out
+
+
+def select_keywords(keywords: list[str], wanted: list[str] | None) -> tuple[list[str], list[int] | None]:
+    """Column indices of the wanted keywords (None = all); ValueError names unknown ones."""
+    if not wanted:
+        return keywords, None
+    where = {k: i for i, k in enumerate(keywords)}
+    unknown = [k for k in wanted if k not in where]
+    if unknown:
+        raise ValueError(f"unknown keyword(s) {unknown[:10]}; the model knows {len(keywords)} keywords")
+    return list(wanted), [where[k] for k in wanted]
+
+
+# ---------------------------------------------------------------- default loaders
+def _history_columns(storage: Storage, hist_len: int) -> dict[str, np.ndarray]:
+    """did + DIN history features of every user's latest window (app.data.samples.latest_history)."""
+    from app.data.samples import latest_history
+
+    params = inspect.signature(latest_history).parameters
+    kwargs = {"hist_len": hist_len} if "hist_len" in params else {}
+    table = latest_history(storage, **kwargs)
+    if hasattr(table, "to_pydict") and not isinstance(table, dict):  # pyarrow Table
+        table = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+    elif hasattr(table, "to_dict") and not isinstance(table, dict):  # pandas DataFrame
+        table = {name: table[name].to_numpy() for name in table.columns}
+    out = {C.DID: np.asarray(table[C.DID]).astype(str)}
+    for name in FEATURES:
+        col = table[name]
+        out[name] = np.stack(list(col)).astype(np.int64) if name.startswith("hist_") else np.asarray(col, np.int64)
+    return out
+
+
+def load_din_scorer(storage: Storage) -> IndexedScorer:
+    """Current DIN model + did -> history index; ModelNotReady if no model is registered."""
+    from app.train.export import load_current_scorer
+
+    version, batch_scorer = load_current_scorer(storage, name="din")
+    cols = _history_columns(storage, batch_scorer.hist_len)
+    features = {name: cols[name] for name in FEATURES}
+
+    def score_rows(rows: np.ndarray) -> np.ndarray:
+        return batch_scorer.score_all_keywords({name: arr[rows] for name, arr in features.items()})
+
+    log.info("scorer: DIN %s, %d users, %d keywords", version, len(cols[C.DID]), len(batch_scorer.keywords))
+    return IndexedScorer(version, batch_scorer.keywords, cols[C.DID].tolist(), score_rows)
+
+
+def load_score_table(storage: Storage) -> IndexedScorer:
+    """The current score table (did, scores) as a lookup; keywords in keyword-index order."""
+    from app.registry import Registry
+
+    version, _ = Registry(storage).current_score_table()
+    table = storage.read_table(f"scores/{version}", columns=[C.DID, "scores"])
+    keywords = storage.read_table(C.T_KEYWORDS, columns=[C.KEYWORD, C.KEYWORD_INDEX]).sort_by(C.KEYWORD_INDEX)
+    matrix = np.stack(table.column("scores").to_numpy(zero_copy_only=False)).astype(np.float32)
+    return IndexedScorer(
+        f"score-table:{version}",
+        keywords.column(C.KEYWORD).to_pylist(),
+        table.column(C.DID).to_pylist(),
+        lambda rows: matrix[rows],
+    )
