@@ -28,6 +28,7 @@ class JsdConfig(StrictModel):
     bins: int = Field(20, ge=2, description="histogram bins of a continuous feature")
     population_sample: int = Field(20000, ge=100)
     histogram_features: int = Field(6, ge=1, description="top features drawn in lookalike.png")
+    recommended_seeds: tuple[int, int] = (5000, 50000)
 
 
 class ValidationConfig(StrictModel):
@@ -61,6 +62,7 @@ class ExtendConfig(StrictModel):
     max_seeds: int = Field(1_000_000, ge=1, description="more input lines is a SeedError")
     recommended_seeds: tuple[int, int] = (100, 50000)
     score_table: str | None = Field(None, description="score-table version; None = current")
+    history_before: dt.date | None = Field(None, description="jsd: only history before this date")
     backend: Literal["auto", "numpy", "tf"] = "auto"
     user_block: int = Field(512, ge=1, description="users per GEMM tile (numpy backend)")
     seed_block: int = Field(1024, ge=1, description="seeds per GEMM tile (numpy backend)")

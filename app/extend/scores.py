@@ -126,17 +126,18 @@ class ScoreActor:
     """Ray Data actor: loads the model once, scores batches of train-ready users on all keywords."""
 
     def __init__(self, root: str, loader: str, model_name: str, version: str, length: int,
-                 hist_len: int, before_seconds: int | None, history_fn: str):
+                 hist_len: int, interval_seconds: int, before_seconds: int | None, history_fn: str):
         got, self.scorer = load_callable(loader)(Storage(root), name=model_name)
         if got != version:
             raise ModelNotReady(f"current {model_name!r} model changed during scoring ({version} -> {got})")
         self.length, self.hist_len, self.before = length, hist_len, before_seconds
+        self.interval_seconds = interval_seconds
         self.history = load_callable(history_fn)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.before is not None:
             batch = truncate_history(batch, self.before)
-        users = self.history(batch, self.length, self.hist_len)
+        users = self.history(batch, self.length, self.hist_len, self.interval_seconds)
         scores = self.scorer.score_all_keywords({k: users[k] for k in USER_KEYS})
         if C.DID_BUCKET in batch.column_names:
             buckets = batch.column(C.DID_BUCKET).to_numpy(zero_copy_only=False)
@@ -177,7 +178,8 @@ def generate_score_table(
         ScoreActor,
         fn_constructor_kwargs={
             "root": storage.root, "loader": loader, "model_name": cfg.model_name, "version": model_version,
-            "length": length, "hist_len": hist_len, "before_seconds": before, "history_fn": history_fn,
+            "length": length, "hist_len": hist_len, "before_seconds": before,
+            "interval_seconds": int(stats.get("interval_time_in_seconds", 86400)), "history_fn": history_fn,
         },
         batch_format="pyarrow",
         batch_size=cfg.batch_rows,

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from app.errors import ConfigError, SeedError
 from app.config import validate
+from app.errors import ConfigError, SeedError
 from app.extend.clustering import choose_k
 from app.extend.config import ExtendConfig
 from app.extend.seeds import parse_seed_lines, read_seeds

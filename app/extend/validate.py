@@ -1,0 +1,244 @@
+"""Validation of audience extension (seed 000's validation.py, done honestly).
+
+For a keyword k: seeds are users who clicked k *before* the cutting date. Each strategy extends
+them using only information from before that date (a score table generated ``as_of`` the cutting
+date, features truncated at it). The outcome is measured *after* the date: clicks and CTR on k of
+
+- the extended audience (top M, M = factor x seeds),
+- a truly random same-size set of non-seed users,
+- a popularity baseline: the M most active non-seed users (most shows before the date),
+- on generated data, the oracle: the M non-seeds with the highest true posterior of the seeds'
+  planted segment (computed from the generator's planted parameters and pre-date behaviour).
+
+Lifts are clicks-per-user ratios vs random, with bootstrap 95% confidence intervals (users
+resampled in both sets). On generated data also precision = share of the audience in the seeds'
+majority planted segment, and its ratio to the oracle's precision.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from app import constants as C
+from app.extend.config import ExtendConfig
+from app.extend.engine import extend_audience
+from app.extend.jsd import load_features
+from app.extend.scores import generate_score_table, history_window
+from app.registry import Registry
+from app.storage import Storage
+
+
+def epoch(day: dt.date) -> int:
+    return int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp())
+
+
+def bootstrap_ratio_ci(a: np.ndarray, b: np.ndarray, reps: int, rng: np.random.Generator,
+                       chunk: int = 50) -> tuple[float, float, float]:
+    """mean(a) / mean(b) and its percentile 95% CI, resampling both samples independently."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    point = a.mean() / b.mean() if b.mean() > 0 else float("inf")
+    ratios = []
+    for s in range(0, reps, chunk):
+        n = min(chunk, reps - s)
+        ma = a[rng.integers(0, a.size, size=(n, a.size))].mean(axis=1)
+        mb = b[rng.integers(0, b.size, size=(n, b.size))].mean(axis=1)
+        ratios.append(np.where(mb > 0, ma / np.maximum(mb, 1e-300), np.inf))
+    r = np.concatenate(ratios)
+    lo, hi = np.quantile(r, [0.025, 0.975])
+    return float(point), float(lo), float(hi)
+
+
+def per_user_counts(logs: pa.Table, dids: np.ndarray, keyword: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(clicks, shows) per user of ``dids`` in ``logs`` (optionally one keyword only)."""
+    if keyword is not None:
+        logs = logs.filter(pc.equal(logs.column(C.KEYWORD), keyword))
+    idx = pc.index_in(logs.column(C.DID), value_set=pa.array(dids, pa.string())).to_numpy(zero_copy_only=False)
+    click = logs.column(C.IS_CLICK).to_numpy(zero_copy_only=False)
+    ok = ~np.isnan(idx.astype(np.float64)) if idx.dtype == object else idx >= 0
+    idx = np.asarray(idx[ok], dtype=np.int64)
+    click = np.asarray(click[ok], dtype=np.int64)
+    clicks = np.bincount(idx[click == 1], minlength=dids.size)
+    shows = np.bincount(idx[click == 0], minlength=dids.size)
+    return clicks, shows
+
+
+def segment_posterior(truth: Any, x: np.ndarray, names: list[str], target: int) -> np.ndarray:
+    """P(segment = target | age, gender, pre-date shows and clicks) from the planted model."""
+    kws = [n.split(":", 1)[1] for n in names if n.startswith("shows:")]
+    k = len(kws)
+    col = truth.keyword_index(kws)
+    ok = col >= 0
+    show_p = np.clip(truth.show_matrix[:, col[ok]], 1e-12, 1)  # (S, k_ok)
+    click_p = np.clip(truth.click_matrix[:, col[ok]], 1e-12, 1 - 1e-12)
+    shows, clicks = x[:, 2 : 2 + k][:, ok], x[:, 2 + k : 2 + 2 * k][:, ok]
+    age = np.clip(x[:, 0].astype(np.int64) - 1, 0, truth.age_probs.shape[1] - 1)
+    gender = np.clip(x[:, 1].astype(np.int64), 0, truth.gender_probs.shape[1] - 1)
+    logp = (
+        np.log(np.clip(truth.segment_prior, 1e-12, 1))[None, :]
+        + np.log(np.clip(truth.age_probs[:, age].T, 1e-12, 1))
+        + np.log(np.clip(truth.gender_probs[:, gender].T, 1e-12, 1))
+        + shows @ np.log(show_p).T
+        + clicks @ np.log(click_p).T
+        + (shows - clicks).clip(0) @ np.log1p(-click_p).T
+    )
+    logp -= logp.max(axis=1, keepdims=True)
+    p = np.exp(logp)
+    return p[:, target] / p.sum(axis=1)
+
+
+def _load_truth(storage: Storage) -> Any:
+    if not storage.exists(f"{C.RAW_TRUTH}/model.json"):
+        return None
+    from app.data.synthetic import Truth
+
+    return Truth.load(storage)
+
+
+def _as_of_score_table(storage: Storage, cfg: ExtendConfig, cut: dt.date) -> str:
+    """Reuse a registered score table made as of ``cut`` for the current model, else make one."""
+    reg = Registry(storage).read()
+    model_current = reg.get("models", {}).get(cfg.scores.model_name, {}).get("current")
+    for version, info in sorted(reg.get("score_tables", {}).get("versions", {}).items(), reverse=True):
+        if info.get("as_of") == cut.isoformat() and info.get("model_version") == model_current:
+            return version
+    return generate_score_table(storage, cfg.scores, as_of=cut, make_current=False)["version"]
+
+
+def _set_metrics(name: str, idx: np.ndarray, clicks: np.ndarray, shows: np.ndarray,
+                 segment: np.ndarray | None, target: int | None) -> dict[str, Any]:
+    c, s = int(clicks[idx].sum()), int(shows[idx].sum())
+    out = {"set": name, "users": int(idx.size), "clicks": c, "shows": s,
+           "clicks_per_user": c / max(idx.size, 1), "ctr": c / s if s else None}
+    if segment is not None:
+        out["precision"] = float((segment[idx] == target).mean()) if idx.size else None
+    return out
+
+
+def run_validation(storage: Storage, cfg: ExtendConfig,
+                   progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
+    """Validate both strategies over keywords x seed sizes x extension factors; JSON + Markdown."""
+    vcfg = cfg.validation
+    stats = history_window(storage, cfg.scores.samples_run)
+    cut = vcfg.cutting_date or dt.date.fromisoformat(str(stats["cutting_date"]))
+    cut_s = epoch(cut)
+    rng = np.random.default_rng(cfg.seed)
+    dids, x, names = load_features(storage, cut)
+    popularity = x[:, 2 : 2 + (x.shape[1] - 2) // 2].sum(axis=1)
+    logs = storage.read_table(C.T_LOGS, columns=[C.DID, C.IS_CLICK, C.KEYWORD, C.ACTION_TIME_SECONDS])
+    t = logs.column(C.ACTION_TIME_SECONDS)
+    before, after = logs.filter(pc.less(t, cut_s)), logs.filter(pc.greater_equal(t, cut_s))
+    truth = _load_truth(storage)
+    segment = truth.segment(dids) if truth is not None else None
+    keywords = vcfg.keywords or _top_clicked(before, vcfg.num_keywords)
+    score_table = _as_of_score_table(storage, cfg, cut) if "din" in vcfg.strategies else None
+    rows: list[dict[str, Any]] = []
+    runs = [(k, s) for k in keywords for s in vcfg.seed_sizes]
+    for i, (kw, size) in enumerate(runs):
+        if progress:
+            progress(i / len(runs), f"keyword {kw}, {size} seeds")
+        pre_clicks, _ = per_user_counts(before, dids, kw)
+        eligible = np.flatnonzero(pre_clicks > 0)
+        if eligible.size < max(size, vcfg.min_seeds) and not (size == min(vcfg.seed_sizes) and eligible.size >= vcfg.min_seeds):
+            continue
+        seed_idx = rng.choice(eligible, min(size, eligible.size), replace=False)
+        rows.extend(_validate_one(storage, cfg, cut, kw, seed_idx, dids, x, names, popularity, after,
+                                  segment, truth, score_table, rng))
+    report = {"cutting_date": cut.isoformat(), "keywords": keywords, "score_table": score_table,
+              "users": int(dids.size), "rows": rows}
+    out = vcfg.report_dir.strip("/")
+    storage.write_json(f"{out}/validation.json", report)
+    storage.write_text(f"{out}/validation.md", markdown_table(rows))
+    report["files"] = [f"{out}/validation.json", f"{out}/validation.md"]
+    return report
+
+
+def _top_clicked(before: pa.Table, n: int) -> list[str]:
+    clicks = before.filter(pc.equal(before.column(C.IS_CLICK), 1))
+    counts = pc.value_counts(clicks.column(C.KEYWORD)).to_pylist()
+    counts.sort(key=lambda d: (-d["counts"], str(d["values"])))
+    return [str(d["values"]) for d in counts[:n]]
+
+
+def _validate_one(storage, cfg, cut, kw, seed_idx, dids, x, names, popularity, after, segment, truth,
+                  score_table, rng) -> list[dict[str, Any]]:
+    vcfg = cfg.validation
+    n = seed_idx.size
+    max_m = max(vcfg.extension_factors) * n
+    is_seed = np.zeros(dids.size, dtype=bool)
+    is_seed[seed_idx] = True
+    non_seed = np.flatnonzero(~is_seed)
+    clicks, shows = per_user_counts(after, dids, kw)
+    pos = {d: i for i, d in enumerate(dids)}
+    audiences: dict[str, np.ndarray] = {}
+    extra: dict[str, Any] = {}
+    for strategy in vcfg.strategies:
+        run_cfg = cfg.model_copy(update={"strategy": strategy, "size": max_m, "percentage": None,
+                                         "score_table": score_table, "history_before": cut})
+        rep = extend_audience(storage, list(dids[seed_idx]), run_cfg,
+                              f"{vcfg.report_dir}/runs/{_safe(kw)}-{n}-{strategy}")
+        table = pq.read_table(io.BytesIO(storage.read_bytes(f"{rep['out_dir']}/audience.parquet")))
+        audiences[strategy] = np.fromiter((pos[d] for d in table.column("did").to_pylist()), np.int64)
+        extra[strategy] = {"clusters": rep.get("clusters", {}).get("k"), "warnings": rep.get("warnings")}
+    pop_order = non_seed[np.lexsort((non_seed, -popularity[non_seed]))]
+    target = None
+    oracle_order = None
+    if segment is not None:
+        segs = segment[seed_idx]
+        target = int(np.bincount(segs[segs >= 0]).argmax()) if (segs >= 0).any() else -1
+        post = segment_posterior(truth, x, names, target)
+        oracle_order = non_seed[np.lexsort((non_seed, -post[non_seed]))]
+    rows = []
+    for factor in vcfg.extension_factors:
+        m = factor * n
+        rand_idx = rng.choice(non_seed, min(m, non_seed.size), replace=False)
+        base = _set_metrics("random", rand_idx, clicks, shows, segment, target)
+        sets = {"random": base, "popularity": _set_metrics("popularity", pop_order[:m], clicks, shows, segment, target)}
+        if oracle_order is not None:
+            sets["oracle"] = _set_metrics("oracle", oracle_order[:m], clicks, shows, segment, target)
+        for strategy, idx in audiences.items():
+            sets[strategy] = _set_metrics(strategy, idx[:m], clicks, shows, segment, target)
+        for name, met in sets.items():
+            if name == "random":
+                continue
+            sel = {"popularity": pop_order[:m], "oracle": oracle_order[:m] if oracle_order is not None else None}
+            idx = audiences.get(name, sel.get(name))
+            lift, lo, hi = bootstrap_ratio_ci(clicks[idx], clicks[rand_idx], vcfg.bootstrap, rng)
+            met.update({"lift": lift, "lift_ci95": [lo, hi]})
+            if "precision" in met and sets.get("oracle", {}).get("precision"):
+                met["precision_vs_oracle"] = met["precision"] / sets["oracle"]["precision"]
+        rows.append({"keyword": kw, "seeds": int(n), "factor": int(factor), "audience_size": int(m),
+                     "target_segment": target, "sets": sets, "runs": extra})
+    return rows
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
+
+
+def _fmt(v: Any, nd: int = 3) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    head = ("| keyword | seeds | factor | set | clicks/user | CTR | lift vs random [95% CI] | precision "
+            "| precision / oracle |\n|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        for name, m in r["sets"].items():
+            ci = m.get("lift_ci95")
+            lift = f"{m['lift']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "1 (baseline)"
+            lines.append(
+                f"| {r['keyword']} | {r['seeds']} | {r['factor']}x | {name} | {m['clicks_per_user']:.4f} | "
+                f"{_fmt(m['ctr'], 4)} | {lift} | {_fmt(m.get('precision'))} | {_fmt(m.get('precision_vs_oracle'))} |"
+            )
+    return head + "\n".join(lines) + "\n"
