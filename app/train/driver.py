@@ -1,0 +1,183 @@
+"""The Ray Train driver: one ``train_driver_fn(config)`` for the CLI and for Tune.
+
+``train_driver_fn`` builds a ``TensorflowTrainer`` (Train V2) whose workers train DIN under
+``MultiWorkerMirroredStrategy``, each reading its own TFRecord shards. Every epoch every worker
+saves the weights (collective under the strategy: each to its own temp dir) and reports; rank 0
+attaches its directory as the checkpoint. A restarted worker group (``FailureConfig``) resumes from
+the latest checkpoint: weights, optimizer state and the epoch counter.
+
+Config dict: a :class:`TrainConfig` dump plus optional ``root`` (storage root, default from
+settings) and ``version`` (model version, default a new one). Ray Train writes its run directory
+(checkpoints) to ``<root>/models/<name>/<version>/train``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import tempfile
+import time
+from typing import Any
+
+from app.config import validate
+from app.registry import new_version
+from app.settings import get_settings
+from app.storage import Storage
+from app.train.config import TrainConfig
+from app.train.export import model_dir
+from app.train.input import read_stats, split_files
+
+log = logging.getLogger(__name__)
+WEIGHTS = "weights"
+STATE = "state.json"
+RUN_NAME = "train"
+
+
+def split_config(config: dict[str, Any]) -> tuple[TrainConfig, str, str]:
+    """(validated TrainConfig, root, version) from a driver config dict."""
+    data = dict(config)
+    root = data.pop("root", None) or get_settings().root
+    version = data.pop("version", None) or new_version()
+    return validate(TrainConfig, data, source="train config"), root, version
+
+
+# ------------------------------------------------------------------ worker side
+def _maybe_kill(cfg: TrainConfig, storage: Storage, version: str, epoch: int, rank: int) -> None:
+    """Fault-injection test hook: SIGKILL this worker once, halfway through ``kill_at_epoch``."""
+    fi = cfg.fault_injection
+    marker = f"{model_dir(cfg.name, version)}/_fault_injected"
+    if fi.kill_at_epoch != epoch or fi.rank != rank or storage.exists(marker):
+        return
+    storage.write_text(marker, f"killed rank {rank} at epoch {epoch}\n")
+    time.sleep(2.0)  # let the controller register the previous epoch's checkpoint
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _epoch_callbacks(cfg: TrainConfig, storage: Storage, version: str, epoch: int, rank: int, steps: int):
+    import tensorflow as tf
+
+    timing: dict[str, float] = {}
+
+    class EpochHooks(tf.keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 1:  # skip the first step (tracing / warm-up)
+                timing["start"] = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            timing["end"] = time.perf_counter()
+            timing["steps"] = batch  # steps timed: batches 1..batch
+            if batch == steps // 2:
+                _maybe_kill(cfg, storage, version, epoch, rank)
+
+    return [EpochHooks()], timing
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import tensorflow as tf
+
+    cfg, root, version = split_config(config)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    threads = max(1, int(round(cfg.cpus_per_worker)))
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(max(2, threads))
+    if cfg.use_gpu and cfg.mixed_precision:
+        tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    tf.keras.utils.set_random_seed(cfg.seed)
+
+    from app.train.din import build_din, compile_din
+    from app.train.input import make_dataset, steps_per_epoch
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    storage = Storage(root)
+    stats = read_stats(storage, cfg.samples_run)
+    hist_len, num_keywords = int(stats["hist_len"]), int(stats["num_keywords"])
+    global_batch = cfg.batch_size * world
+    with strategy.scope():
+        model = compile_din(build_din(num_keywords, hist_len, cfg.model), cfg.learning_rate)
+
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            model.load_weights(os.path.join(d, WEIGHTS))
+            with open(os.path.join(d, STATE)) as fh:
+                start_epoch = int(json.load(fh)["epoch"])
+        log.info("rank %d resumed from the checkpoint of epoch %d", rank, start_epoch)
+
+    train_ds = make_dataset(
+        split_files(storage, cfg.samples_run, "train"), hist_len, global_batch,
+        rank=rank, world=world, shuffle_buffer=cfg.shuffle_buffer, repeat=True, seed=cfg.seed,
+    )
+    steps = steps_per_epoch(int(stats["train"]["rows"]), global_batch)
+    val: dict[str, Any] = {}
+    if cfg.validate_every_epoch:
+        val = {
+            "validation_data": make_dataset(
+                split_files(storage, cfg.samples_run, "test"), hist_len, global_batch,
+                rank=rank, world=world, repeat=True,
+            ),
+            "validation_steps": steps_per_epoch(int(stats["test"]["rows"]), global_batch),
+        }
+
+    for epoch in range(start_epoch, cfg.epochs):
+        callbacks, timing = _epoch_callbacks(cfg, storage, version, epoch + 1, rank, steps)
+        history = model.fit(
+            train_ds, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps,
+            callbacks=callbacks, verbose=0, **val,
+        )
+        metrics: dict[str, Any] = {k: float(v[-1]) for k, v in history.history.items()}
+        timed = timing.get("steps", 0)
+        if timed and "start" in timing:
+            metrics["examples_per_s"] = timed * global_batch / max(1e-9, timing["end"] - timing["start"])
+        metrics.update(epoch=epoch + 1, resumed_from_epoch=start_epoch, world_size=world, global_batch=global_batch)
+        with tempfile.TemporaryDirectory() as d:
+            model.save_weights(os.path.join(d, WEIGHTS))  # collective: every worker saves
+            with open(os.path.join(d, STATE), "w") as fh:
+                json.dump({"epoch": epoch + 1, "metrics": metrics}, fh)
+            ckpt = ray.train.Checkpoint.from_directory(d) if rank == 0 else None
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+# ------------------------------------------------------------------ driver side
+def build_trainer(cfg: TrainConfig, root: str, version: str):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    storage = Storage(root)
+    callbacks = None
+    if cfg.report_to_tune:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks = [TuneReportCallback()]
+    return TensorflowTrainer(
+        train_loop_per_worker,
+        train_loop_config={**cfg.model_dump(mode="json"), "root": root, "version": version},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
+        ),
+        run_config=RunConfig(
+            name=RUN_NAME,
+            storage_path=storage.uri(model_dir(cfg.name, version)),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def train_driver_fn(config: dict[str, Any]):
+    """Train DIN with Ray Train; returns the ``ray.train.Result`` (latest checkpoint, metrics).
+
+    Callable from a Tune trial as is (``Tuner(train_driver_fn, param_space=...)`` with
+    ``report_to_tune: True`` in the space); Ray must already be initialised.
+    """
+    cfg, root, version = split_config(config)
+    storage = Storage(root)
+    read_stats(storage, cfg.samples_run)  # fail fast, before any worker starts
+    split_files(storage, cfg.samples_run, "train")
+    log.info("training %s %s: %d worker(s), gpu=%s", cfg.name, version, cfg.num_workers, cfg.use_gpu)
+    return build_trainer(cfg, root, version).fit()
