@@ -1,0 +1,47 @@
+"""CLI of the data stage: ``python -m app data <verb> ...``.
+
+``data generate`` writes synthetic raw tables (app/data/synthetic.py). Each verb is registered by
+its own ``register_<verb>(data_sub)`` and runs a plain function the tests call too.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from app.cli import add_common
+from app.config import load_config
+from app.settings import get_settings
+from app.storage import Storage
+
+GENERATE_CONFIG = "configs/generate.yaml"
+GENERATE_SMOKE_CONFIG = "configs/smoke/generate.yaml"
+
+
+def register(subparsers) -> None:
+    """Add the ``data`` stage and its verbs to the top-level parser."""
+    p = subparsers.add_parser("data", help="raw data: generate synthetic logs, run the pipeline")
+    data_sub = p.add_subparsers(dest="verb", required=True)
+    register_generate(data_sub)
+
+
+def register_generate(data_sub) -> None:
+    p = data_sub.add_parser(
+        "generate",
+        help="write synthetic raw tables + ground truth under <root>/raw",
+        description="Synthetic persona, show/click logs, keyword and slot tables from a planted model.",
+    )
+    add_common(p, config=GENERATE_CONFIG)
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
+    """``--smoke`` uses the smoke config; ``--set`` overrides apply on top of either."""
+    from app.data.synthetic import GenerateConfig, generate
+
+    path = GENERATE_SMOKE_CONFIG if args.smoke else args.config
+    cfg = load_config(GenerateConfig, path, args.overrides)
+    storage = Storage(get_settings(args.root).root)
+    summary = generate(cfg, storage)
+    summary["config"] = path
+    return summary
