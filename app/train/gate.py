@@ -70,10 +70,13 @@ def apply_gate(
     score_current: Callable[[BatchScorer], float],
     info: dict[str, Any],
     min_improvement: float = 0.0,
+    load_scorer: Callable[[str], Any] = BatchScorer.load,
 ) -> GateDecision:
     """Decide, store the decision (gate.json + registry entry) and print it.
 
-    ``score_current`` computes a scorer's test AUC on the new version's test set.
+    ``score_current`` computes a scorer's test AUC on the new version's test set. If the current
+    model cannot be loaded, its stored ``test_auc`` is used when its ``test_fingerprint`` matches
+    ``info["test_fingerprint"]`` (same test set); otherwise it counts as unusable.
     """
     registry = Registry(storage)
     current_version: str | None = None
@@ -85,9 +88,13 @@ def apply_gate(
     if current_version is not None:
         path = current_info.get("path") or model_dir(name, current_version)
         try:
-            current_auc = float(score_current(BatchScorer.load(storage.uri(path))))
+            current_auc = float(score_current(load_scorer(storage.uri(path))))
         except (LookalikeError, OSError, ValueError) as exc:
             log.warning("gate: cannot re-score current %s %s: %s", name, current_version, exc)
+            fingerprint = info.get("test_fingerprint")
+            same_test = fingerprint is not None and current_info.get("test_fingerprint") == fingerprint
+            if same_test and current_info.get("test_auc") is not None:
+                current_auc = float(current_info["test_auc"])
     decision = decide(version, new_auc, current_version, current_auc, min_improvement)
     storage.write_json(posixpath.join(model_dir(name, version), GATE_FILE), decision.to_dict())
     registry.add_model_version(name, version, {**info, "gate": decision.to_dict()}, make_current=decision.promote)
