@@ -63,6 +63,8 @@ class ServeConfig(StrictModel):
     engine: str = "app.extend.engine:extend_audience"
     extend_config_class: str = "app.extend.config:ExtendConfig"
     scorer_loader: str = "app.serve.scoring:load_din_scorer"
+    #: samples run whose stats.json gives the history window the scorer builds
+    samples_run: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
     #: seconds between progress writes of a running job
     progress_interval_s: float = Field(0.5, ge=0)
 

@@ -11,7 +11,6 @@ when Serve stops it, its worker actors (owned by it) stop too. Every injectable 
 extension config class, scorer loader) arrives as an import path or callable in the arguments.
 """
 
-from __future__ import annotations
 
 import asyncio
 import hashlib
@@ -188,7 +187,7 @@ class Scorer:
 
     def _load(self) -> None:
         try:
-            self.model = self.loader(self.storage)
+            self.model = self.loader(self.storage, samples_run=self.cfg.samples_run)
         except (LookalikeError, ImportError, OSError) as exc:  # no model yet: answer 503, retry later
             self.error = J.describe_error(exc)
             log.warning("scorer not ready: %s", self.error)
@@ -341,6 +340,15 @@ async def parse_form(scope: dict, body: bytes, max_files: int) -> tuple[list[tup
     return files, fields
 
 
+def _iter_file(storage: Storage, rel: str, chunk: int = 1 << 16):
+    with storage.fs.open_input_stream(storage.path(rel)) as f:
+        while True:
+            data = f.read(chunk)
+            if not data:
+                return
+            yield data
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
 class Ingress:
@@ -456,12 +464,3 @@ class Ingress:
         if via == "scorer":
             await self.scorer.noop.remote()
         return JSONResponse({})
-
-
-def _iter_file(storage: Storage, rel: str, chunk: int = 1 << 16):
-    with storage.fs.open_input_stream(storage.path(rel)) as f:
-        while True:
-            data = f.read(chunk)
-            if not data:
-                return
-            yield data

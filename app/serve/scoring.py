@@ -12,7 +12,6 @@ current score table (no TensorFlow in the replica), at the price of lagging a ne
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any, Protocol
 
@@ -88,50 +87,42 @@ def select_keywords(keywords: list[str], wanted: list[str] | None) -> tuple[list
 
 
 # ---------------------------------------------------------------- default loaders
-def _history_columns(storage: Storage, hist_len: int) -> dict[str, np.ndarray]:
-    """did + DIN history features of every user's latest window (app.data.samples.latest_history)."""
+def history_features(storage: Storage, hist_len: int, samples_run: str = "default") -> dict[str, np.ndarray]:
+    """did + DIN inputs of every train-ready user's latest window, exactly as the score generator
+    builds them (app.data.samples.latest_history over the samples' history length)."""
     from app.data.samples import latest_history
+    from app.extend.scores import history_window
 
-    params = inspect.signature(latest_history).parameters
-    kwargs = {"hist_len": hist_len} if "hist_len" in params else {}
-    table = latest_history(storage, **kwargs)
-    if hasattr(table, "to_pydict") and not isinstance(table, dict):  # pyarrow Table
-        table = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
-    elif hasattr(table, "to_dict") and not isinstance(table, dict):  # pandas DataFrame
-        table = {name: table[name].to_numpy() for name in table.columns}
-    out = {C.DID: np.asarray(table[C.DID]).astype(str)}
-    for name in FEATURES:
-        col = table[name]
-        out[name] = np.stack(list(col)).astype(np.int64) if name.startswith("hist_") else np.asarray(col, np.int64)
-    return out
+    length = int(history_window(storage, samples_run)["length"])
+    table = storage.read_table(C.T_TRAINREADY)
+    users = latest_history(table, length, hist_len)
+    return {C.DID: np.asarray(users[C.DID]).astype(str), **{k: np.asarray(users[k]) for k in FEATURES}}
 
 
-def load_din_scorer(storage: Storage) -> IndexedScorer:
-    """Current DIN model + did -> history index; ModelNotReady if no model is registered."""
+def load_din_scorer(storage: Storage, samples_run: str = "default") -> IndexedScorer:
+    """Current DIN model + in-memory did -> history index; ModelNotReady if there is no model."""
     from app.train.export import load_current_scorer
 
     version, batch_scorer = load_current_scorer(storage, name="din")
-    cols = _history_columns(storage, batch_scorer.hist_len)
-    features = {name: cols[name] for name in FEATURES}
+    users = history_features(storage, batch_scorer.hist_len, samples_run)
+    features = {name: users[name] for name in FEATURES}
 
     def score_rows(rows: np.ndarray) -> np.ndarray:
         return batch_scorer.score_all_keywords({name: arr[rows] for name, arr in features.items()})
 
-    log.info("scorer: DIN %s, %d users, %d keywords", version, len(cols[C.DID]), len(batch_scorer.keywords))
-    return IndexedScorer(version, batch_scorer.keywords, cols[C.DID].tolist(), score_rows)
+    log.info("scorer: DIN %s, %d users, %d keywords", version, len(users[C.DID]), len(batch_scorer.keywords))
+    return IndexedScorer(version, batch_scorer.keywords, users[C.DID].tolist(), score_rows)
 
 
-def load_score_table(storage: Storage) -> IndexedScorer:
-    """The current score table (did, scores) as a lookup; keywords in keyword-index order."""
-    from app.registry import Registry
+def load_score_table(storage: Storage, samples_run: str = "default") -> IndexedScorer:
+    """The current score table (did -> precomputed scores): no TensorFlow, lags a newer model."""
+    from app.extend.scores import resolve_score_table
 
-    version, _ = Registry(storage).current_score_table()
+    version, _ = resolve_score_table(storage)
     table = storage.read_table(f"scores/{version}", columns=[C.DID, "scores"])
-    keywords = storage.read_table(C.T_KEYWORDS, columns=[C.KEYWORD, C.KEYWORD_INDEX]).sort_by(C.KEYWORD_INDEX)
-    matrix = np.stack(table.column("scores").to_numpy(zero_copy_only=False)).astype(np.float32)
+    keywords = storage.read_json(f"scores/{version}/keywords.json")
+    flat = table.column("scores").combine_chunks()
+    matrix = flat.values.to_numpy(zero_copy_only=False).reshape(table.num_rows, -1).astype(np.float32)
     return IndexedScorer(
-        f"score-table:{version}",
-        keywords.column(C.KEYWORD).to_pylist(),
-        table.column(C.DID).to_pylist(),
-        lambda rows: matrix[rows],
+        f"score-table:{version}", keywords, table.column(C.DID).to_pylist(), lambda rows: matrix[rows]
     )
