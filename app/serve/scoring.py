@@ -126,3 +126,13 @@ def load_score_table(storage: Storage, samples_run: str = "default") -> IndexedS
     return IndexedScorer(
         f"score-table:{version}", keywords, table.column(C.DID).to_pylist(), lambda rows: matrix[rows]
     )
+
+
+def synthetic_scorer(storage: Storage, samples_run: str = "default", users: int = 100_000,
+                     keywords: int = 32) -> IndexedScorer:
+    """Users ``u0..u{n-1}`` x ``kw1..kwK`` with fixed random scores: the service and its load test
+    without a trained model (``scorer_loader: app.serve.scoring:synthetic_scorer``)."""
+    rng = np.random.default_rng(0)
+    table = rng.random((users, keywords), dtype=np.float32)
+    return IndexedScorer("synthetic", [f"kw{k + 1}" for k in range(keywords)],
+                         [f"u{i}" for i in range(users)], lambda rows: table[rows])
