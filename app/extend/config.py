@@ -14,6 +14,8 @@ class ScoresConfig(StrictModel):
     """Score-table generation (Ray Data batch inference with an actor pool)."""
 
     model_name: str = "din"
+    #: ``module:function(storage, name) -> (version, scorer)``; tests pass a stand-in here
+    loader: str = "app.train.export:load_current_scorer"
     samples_run: str = Field("default", description="samples/<run>/stats.json gives the history window")
     batch_rows: int = Field(4096, ge=1, description="users per map_batches call")
     num_actors: int = Field(1, ge=1, description="scoring actors (each loads the model once)")

@@ -96,9 +96,9 @@ def _extend_din(
     progress(0.3, f"seeds form {clusters.k} cluster(s)")
 
     m = audience_size(seedset.found, cfg.size, cfg.percentage, cfg.default_percentage)
-    files, fs = score_table_files(storage, version)
+    files, _ = score_table_files(storage, version)
     cand = similarity_candidates(
-        files, fs, seed_vecs, seedset.found_dids, cfg.top_n, m,
+        storage.root, files, seed_vecs, seedset.found_dids, cfg.top_n, m,
         backend=cfg.backend, blocks={"user_block": cfg.user_block, "seed_block": cfg.seed_block}
         if cfg.backend != "tf" else {},
         batch_rows=cfg.batch_rows, num_actors=cfg.num_actors, sample=cfg.distribution_sample, seed=cfg.seed,

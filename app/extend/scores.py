@@ -122,19 +122,41 @@ def score_rows(users: dict[str, np.ndarray], scores: np.ndarray, buckets: np.nda
     )
 
 
+def _bucket_of(path: str) -> int:
+    for seg in path.split("/"):
+        if seg.startswith(f"{C.DID_BUCKET}="):
+            return int(seg.split("=", 1)[1])
+    return 0
+
+
 class ScoreActor:
     """Ray Data actor: loads the model once, scores batches of train-ready users on all keywords."""
 
     def __init__(self, root: str, loader: str, model_name: str, version: str, length: int,
-                 hist_len: int, interval_seconds: int, before_seconds: int | None, history_fn: str):
+                 hist_len: int, interval_seconds: int, before_seconds: int | None, history_fn: str,
+                 batch_rows: int):
         got, self.scorer = load_callable(loader)(Storage(root), name=model_name)
         if got != version:
             raise ModelNotReady(f"current {model_name!r} model changed during scoring ({version} -> {got})")
         self.length, self.hist_len, self.before = length, hist_len, before_seconds
         self.interval_seconds = interval_seconds
+        self.fs = Storage(root).fs
+        self.rows = batch_rows
         self.history = load_callable(history_fn)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        from app.extend.similarity import iter_file_batches
+
+        parts = []
+        for path in batch["path"]:
+            bucket = _bucket_of(str(path))
+            for t in iter_file_batches([str(path)], self.fs, None, self.rows):
+                if C.DID_BUCKET not in t.column_names:
+                    t = t.append_column(C.DID_BUCKET, pa.array(np.full(t.num_rows, bucket, np.int64)))
+                parts.append(self.score_table(t))
+        return pa.concat_tables(parts)
+
+    def score_table(self, batch: pa.Table) -> pa.Table:
         if self.before is not None:
             batch = truncate_history(batch, self.before)
         users = self.history(batch, self.length, self.hist_len, self.interval_seconds)
@@ -151,7 +173,7 @@ def generate_score_table(
     cfg: ScoresConfig,
     as_of: dt.date | None = None,
     make_current: bool | None = None,
-    loader: str = DEFAULT_LOADER,
+    loader: str | None = None,
     history_fn: str = "app.data.samples:latest_history",
 ) -> dict[str, Any]:
     """Score every train-ready user against every keyword; write and register a score table."""
@@ -159,6 +181,7 @@ def generate_score_table(
     from ray.data import ActorPoolStrategy
 
     t0 = time.perf_counter()
+    loader = loader or cfg.loader
     model_version, scorer = load_callable(loader)(storage, name=cfg.model_name)
     keywords = list(scorer.keywords)
     stats = history_window(storage, cfg.samples_run)
@@ -173,17 +196,19 @@ def generate_score_table(
     gpus = ray.cluster_resources().get("GPU", 0)
     use_gpu = cfg.use_gpu == "yes" or (cfg.use_gpu == "auto" and gpus >= 1)
     version = new_version()
-    ds = ray.data.read_parquet(files, filesystem=storage.fs, partitioning="hive")
-    out = ds.map_batches(
+    from app.extend.similarity import actor_pool_size, paths_dataset
+
+    out = paths_dataset(files).map_batches(
         ScoreActor,
         fn_constructor_kwargs={
             "root": storage.root, "loader": loader, "model_name": cfg.model_name, "version": model_version,
             "length": length, "hist_len": hist_len, "before_seconds": before,
             "interval_seconds": int(stats.get("interval_time_in_seconds", 86400)), "history_fn": history_fn,
+            "batch_rows": cfg.batch_rows,
         },
-        batch_format="pyarrow",
-        batch_size=cfg.batch_rows,
-        compute=ActorPoolStrategy(size=cfg.num_actors),
+        batch_format="numpy",
+        batch_size=1,
+        compute=ActorPoolStrategy(size=actor_pool_size(cfg.num_actors)),
         num_gpus=1 if use_gpu else None,
     )
     staging = storage.new_staging(f"scores-{version}")

@@ -83,25 +83,62 @@ def score_batch(
     )
 
 
-class SimilarityActor:
-    """Ray Data actor: fetches the seed matrix once from the object store, scores batches."""
+def iter_file_batches(paths: list[str], filesystem: Any, columns: list[str], rows: int):
+    """Read score-table / train-ready files inside a worker, ``rows`` at a time."""
+    import pyarrow.parquet as pq
 
-    def __init__(self, seeds_ref: Any, seed_dids_ref: Any, params: dict[str, Any]):
+    for path in paths:
+        pf = pq.ParquetFile(filesystem.open_input_file(path))
+        for rb in pf.iter_batches(batch_size=rows, columns=columns):
+            yield pa.Table.from_batches([rb])
+
+
+def paths_dataset(files: list[str]):
+    """A Ray Dataset of file paths. The actors read the files themselves: a read stage would need
+    CPU slots of its own, and with an actor pool holding every CPU of a small node it never runs."""
+    import ray
+
+    return ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files))
+
+
+def actor_pool_size(requested: int) -> int:
+    import ray
+
+    return max(1, min(requested, int(ray.cluster_resources().get("CPU", 1))))
+
+
+class SimilarityActor:
+    """Ray Data actor: fetches the seed matrix once from the object store, scores its files."""
+
+    def __init__(self, root: str, seeds_ref: Any, seed_dids_ref: Any, params: dict[str, Any]):
         import ray
 
+        from app.storage import Storage
+
+        self.fs = Storage(root).fs
         self.seeds = ray.get(seeds_ref)
         self.seed_dids = ray.get(seed_dids_ref)
         self.params = dict(params)
+        self.rows = self.params.pop("batch_rows")
         self.params["backend"] = pick_backend(self.params.get("backend", "auto"))
         self.rng = np.random.default_rng(self.params.pop("seed", 0))
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return score_batch(batch, self.seeds, self.seed_dids, rng=self.rng, **self.params)
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        parts = [
+            score_batch(t, self.seeds, self.seed_dids, rng=self.rng, **self.params)
+            for t in iter_file_batches(list(batch["path"]), self.fs, ["did", SCORES_NORM], self.rows)
+        ]
+        return pa.concat_tables(parts) if parts else _empty()
+
+
+def _empty() -> pa.Table:
+    return pa.table({"did": pa.array([], pa.string()), "score": pa.array([], pa.float32()),
+                     "sample_only": pa.array([], pa.bool_())})
 
 
 def similarity_candidates(
+    root: str,
     files: list[str],
-    filesystem: Any,
     seeds: np.ndarray,
     seed_dids: np.ndarray,
     top_n: int,
@@ -120,19 +157,18 @@ def similarity_candidates(
 
     seeds_ref = ray.put(np.ascontiguousarray(seeds, dtype=np.float32))
     seed_dids_ref = ray.put(np.asarray(seed_dids).astype(str))
-    params = {"top_n": top_n, "m": m, "backend": backend, "blocks": blocks or {}, "sample": sample, "seed": seed}
-    ds = ray.data.read_parquet(files, filesystem=filesystem, columns=["did", SCORES_NORM])
-    out = ds.map_batches(
+    params = {"top_n": top_n, "m": m, "backend": backend, "blocks": blocks or {}, "sample": sample,
+              "seed": seed, "batch_rows": batch_rows}
+    num_actors = actor_pool_size(num_actors)
+    out = paths_dataset(files).map_batches(
         SimilarityActor,
-        fn_constructor_kwargs={"seeds_ref": seeds_ref, "seed_dids_ref": seed_dids_ref, "params": params},
-        batch_format="pyarrow",
-        batch_size=batch_rows,
+        fn_constructor_kwargs={"root": root, "seeds_ref": seeds_ref, "seed_dids_ref": seed_dids_ref,
+                               "params": params},
+        batch_format="numpy",
+        batch_size=1,
         compute=ActorPoolStrategy(size=num_actors),
         num_gpus=1 if backend == "tf" and ray.cluster_resources().get("GPU", 0) >= num_actors else None,
     )
     refs = out.to_arrow_refs()
     tables = [t for t in ray.get(refs) if t.num_rows]
-    if not tables:
-        return pa.table({"did": pa.array([], pa.string()), "score": pa.array([], pa.float32()),
-                         "sample_only": pa.array([], pa.bool_())})
-    return pa.concat_tables(tables)
+    return pa.concat_tables(tables) if tables else _empty()
