@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from app import constants as C
+from app.errors import SeedError
 from app.extend.config import ExtendConfig
 from app.extend.engine import extend_audience
 from app.extend.jsd import load_features
@@ -182,8 +183,12 @@ def _validate_one(storage, cfg, cut, kw, seed_idx, dids, x, names, popularity, a
     for strategy in vcfg.strategies:
         run_cfg = cfg.model_copy(update={"strategy": strategy, "size": max_m, "percentage": None,
                                          "score_table": score_table, "history_before": cut})
-        rep = extend_audience(storage, list(dids[seed_idx]), run_cfg,
-                              f"{vcfg.report_dir}/runs/{_safe(kw)}-{n}-{strategy}")
+        try:
+            rep = extend_audience(storage, list(dids[seed_idx]), run_cfg,
+                                  f"{vcfg.report_dir}/runs/{_safe(kw)}-{n}-{strategy}")
+        except SeedError as exc:  # e.g. jsd: no divergent feature; recorded, not fatal
+            extra[strategy] = {"refused": str(exc).splitlines()[-1]}
+            continue
         table = pq.read_table(io.BytesIO(storage.read_bytes(f"{rep['out_dir']}/audience.parquet")))
         audiences[strategy] = np.fromiter((pos[d] for d in table.column("did").to_pylist()), np.int64)
         extra[strategy] = {"clusters": rep.get("clusters", {}).get("k"), "warnings": rep.get("warnings")}

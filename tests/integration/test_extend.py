@@ -44,7 +44,13 @@ def test_score_table_is_registered_and_normalized(scored_root):
 @pytest.mark.parametrize("strategy", ["din", "jsd"])
 def test_extend_audience_writes_files_without_seeds(scored_root, cfg, strategy):
     storage = Storage(scored_root)
-    dids = storage.read_table("tables/trainready", columns=["did"]).column("did").to_pylist()
+    logs = storage.read_table("tables/logs", columns=["did", "is_click", "keyword"]).to_pandas()
+    clicks = logs[logs.is_click == 1]
+    top_kw = clicks.keyword.value_counts().index[0]
+    dids = sorted(set(clicks[clicks.keyword == top_kw].did))  # a coherent seed set: clickers of a keyword
+    known = set(storage.read_table("tables/trainready", columns=["did"]).column("did").to_pylist())
+    dids = [d for d in dids if d in known]
+    assert len(dids) >= 150
     seeds = dids[:150] + dids[:10] + ["nobody-1", "nobody-2"]
     run = cfg.model_copy(update={"strategy": strategy, "size": 300})
     report = extend_audience(storage, seeds, run, f"jobs/test-{strategy}")
@@ -79,6 +85,7 @@ def test_validation_din_beats_random(scored_root, cfg):
     din = [r["sets"]["din"] for r in rows]
     best = max(din, key=lambda m: m["lift_ci95"][0])
     assert best["lift"] > 1 and best["lift_ci95"][0] > 1, din
-    assert all("oracle" in r["sets"] for r in rows)
+    if Storage(scored_root).exists("raw/truth/model.json"):
+        assert all("oracle" in r["sets"] for r in rows)
     md = Storage(scored_root).read_bytes(report["files"][1]).decode()
     assert "| keyword |" in md and "din" in md and "popularity" in md
