@@ -38,20 +38,23 @@ def start(ns: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
 
     from app.ray_utils import init_ray
     from app.serve.app import build_app, resolve_config
+    from app.serve.config import resolve_api_keys
 
     path = ns.config or (SMOKE_CONFIG if ns.smoke else DEFAULT_CONFIG)
     args = app_args(path, ns.overrides, ns.root)
     cfg = resolve_config(args)
+    resolve_api_keys(cfg)  # fail before starting Ray
     init_ray()
+    stop = stop or threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # after ray.init, which installs its own
+        signal.signal(sig, lambda *_: stop.set())
     serve.start(http_options={"host": cfg.host, "port": cfg.port},
                 logging_config={"enable_access_log": cfg.access_log})
     serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://{cfg.host}:{cfg.port}"
     print(f"lookalike service at {url} (docs: {url}/docs); SIGTERM or Ctrl-C stops it", flush=True)
-    stop = stop or threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    while not stop.wait(1.0):
+        pass
     serve.shutdown()
     return {"stopped": url, "root": cfg.root}
 
