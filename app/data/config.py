@@ -55,8 +55,6 @@ class DataConfig(StrictModel):
     keywords: KeywordsConfig = KeywordsConfig()
     trainready: TrainReadyConfig = TrainReadyConfig()
     samples: SamplesConfig = SamplesConfig()
-    #: rows per Ray Data block for the log stages
-    batch_rows: int = Field(500_000, ge=1000)
 
     @field_validator("start_day", "end_day", mode="before")
     @classmethod

@@ -50,6 +50,26 @@ def read_input(storage: Storage, table: str, path: str, columns: list[str]) -> p
     return out
 
 
+def row_group_units(files: list[str], fs: pafs.FileSystem | None = None) -> list[dict[str, Any]]:
+    """One work item per Parquet row group, so big input files still spread over many tasks."""
+    units = []
+    for f in files:
+        meta = pq.ParquetFile(f, filesystem=fs).metadata if fs else pq.ParquetFile(f).metadata
+        units += [{"file": f, "row_group": rg} for rg in range(meta.num_row_groups)]
+    return units
+
+
+def read_unit(unit_file: str, row_group: int, columns: list[str]) -> pa.Table:
+    """Read one row group of a (local path or URI) Parquet file, columns cast to string."""
+    if "://" in unit_file:
+        fs, path = pafs.FileSystem.from_uri(unit_file)
+        pf = pq.ParquetFile(path, filesystem=fs)
+    else:
+        pf = pq.ParquetFile(unit_file)
+    table = pf.read_row_group(int(row_group), columns=columns)
+    return table.cast(pa.schema([(c, pa.string()) for c in columns]))
+
+
 class StageReport:
     """Rows in / out / quarantined by reason and wall time of one stage, written to reports/."""
 

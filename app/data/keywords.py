@@ -14,14 +14,17 @@ import pyarrow.compute as pc
 
 from app import constants as C
 from app.data.config import DataConfig
-from app.data.io import StageReport, input_files, read_input
+from app.data.io import StageReport, input_files, read_input, read_unit, row_group_units
 from app.errors import SchemaError
 from app.storage import Storage
 
 
-def _count_apps(batch: pa.Table) -> pa.Table:
-    counts = pc.value_counts(batch[C.SPREAD_APP_ID])
-    return pa.table({C.SPREAD_APP_ID: counts.field("values"), "n": counts.field("counts")})
+def _count_apps(batch: dict) -> pa.Table:
+    parts = []
+    for f, rg in zip(batch["file"], batch["row_group"], strict=True):
+        counts = pc.value_counts(read_unit(f, rg, [C.SPREAD_APP_ID])[C.SPREAD_APP_ID])
+        parts.append(pa.table({C.SPREAD_APP_ID: counts.field("values"), "n": counts.field("counts")}))
+    return pa.concat_tables(parts)
 
 
 def app_impressions(storage: Storage, cfg: DataConfig) -> pa.Table:
@@ -29,9 +32,7 @@ def app_impressions(storage: Storage, cfg: DataConfig) -> pa.Table:
     import ray
 
     files = input_files(storage, "showlog", cfg.raw.showlog, C.SHOWLOG_COLUMNS)
-    ds = ray.data.read_parquet(files, columns=[C.SPREAD_APP_ID]).map_batches(
-        _count_apps, batch_format="pyarrow", batch_size=None
-    )
+    ds = ray.data.from_items(row_group_units(files)).map_batches(_count_apps, batch_size=1)
     parts = ds.to_arrow_refs()
     tables = [t for t in ray.get(parts) if t.num_rows]
     if not tables:
