@@ -214,7 +214,7 @@ def _validate_one(storage, cfg, cut, kw, seed_idx, dids, x, names, popularity, a
             if name == "random":
                 continue
             sel = {"popularity": pop_order[:m], "oracle": oracle_order[:m] if oracle_order is not None else None}
-            idx = audiences.get(name, sel.get(name))
+            idx = audiences[name][:m] if name in audiences else sel.get(name)
             lift, lo, hi = bootstrap_ratio_ci(clicks[idx], clicks[rand_idx], vcfg.bootstrap, rng)
             met.update({"lift": lift, "lift_ci95": [lo, hi]})
             if "precision" in met and sets.get("oracle", {}).get("precision"):
