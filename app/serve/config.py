@@ -35,6 +35,8 @@ class ServeConfig(StrictModel):
     #: bytes of any other request body (e.g. ``POST /score``)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_seed_files: int = Field(16, ge=1)
+    #: uploads buffered and parsed at once per ingress replica (bounds memory: this x max_upload_bytes)
+    max_concurrent_uploads: int = Field(4, ge=1)
     #: distinct seeds needed (audience tools ask for at least 100)
     min_seeds: int = Field(100, ge=1)
     max_seeds: int = Field(1_000_000, ge=1)
@@ -65,6 +67,10 @@ class ServeConfig(StrictModel):
     scorer_loader: str = "app.serve.scoring:load_din_scorer"
     #: samples run whose stats.json gives the history window the scorer builds
     samples_run: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
+    #: seconds between scans for Queued jobs the queue does not hold (a lost submit call)
+    rescan_interval_s: float = Field(30.0, gt=0)
+    #: seconds between attempts to load the scorer while no model is ready
+    scorer_retry_s: float = Field(30.0, ge=0)
     #: seconds between progress writes of a running job
     progress_interval_s: float = Field(0.5, ge=0)
 

@@ -15,6 +15,7 @@ extension config class, scorer loader) arrives as an import path or callable in 
 import asyncio
 import hashlib
 import logging
+import time
 from typing import Any
 
 import ray
@@ -81,6 +82,7 @@ class JobQueue:
             self._workers.put_nowait(self._new_worker())
         self.recovered = await run_in_threadpool(self._recover)
         self._loop = asyncio.get_running_loop().create_task(self._dispatch())
+        self._rescan_task = asyncio.get_running_loop().create_task(self._rescan())
         log.info("job queue: %d workers, recovered %s", self.cfg.max_concurrent_jobs, self.recovered)
 
     def _new_worker(self) -> Any:
@@ -118,8 +120,23 @@ class JobQueue:
         return {"queued": self._pending.qsize(), "known": len(self._known), "recovered": self.recovered}
 
     def check_health(self) -> None:
-        if self._loop.done():
-            raise RuntimeError(f"job dispatcher stopped: {self._loop.exception()!r}")
+        for task in (self._loop, self._rescan_task):
+            if task.done():
+                raise RuntimeError(f"job queue task stopped: {task.exception()!r}")
+
+    async def _rescan(self) -> None:
+        """Pick up Queued jobs whose submit call never arrived (the job files are the truth)."""
+        while True:
+            await asyncio.sleep(self.cfg.rescan_interval_s)
+            try:
+                statuses = await run_in_threadpool(self.store.all_status)
+            except OSError as exc:
+                log.warning("job rescan failed: %r", exc)
+                continue
+            for status in statuses:
+                if status["state"] == J.QUEUED and status["job_id"] not in self._known:
+                    log.warning("job %s was Queued but not held by the queue; queueing it", status["job_id"])
+                    self._enqueue(status["job_id"])
 
     async def _dispatch(self) -> None:
         while True:
@@ -181,11 +198,13 @@ class Scorer:
         self.loader = J.load_object(self.cfg.scorer_loader)
         self.model: Any = None
         self.error = "not loaded"
+        self._tried = 0.0
         self._load()
         self._score.set_max_batch_size(self.cfg.score_max_batch_size)
         self._score.set_batch_wait_timeout_s(self.cfg.score_batch_wait_s)
 
     def _load(self) -> None:
+        self._tried = time.monotonic()
         try:
             self.model = self.loader(self.storage, samples_run=self.cfg.samples_run)
         except (LookalikeError, ImportError, OSError) as exc:  # no model yet: answer 503, retry later
@@ -194,7 +213,8 @@ class Scorer:
 
     async def score(self, dids: list[str], keywords: list[str] | None = None) -> dict[str, Any]:
         if self.model is None:
-            await run_in_threadpool(self._load)
+            if time.monotonic() - self._tried >= self.cfg.scorer_retry_s:
+                await run_in_threadpool(self._load)
             if self.model is None:
                 return {"error": self.error, "code": 503}
         try:
@@ -361,6 +381,7 @@ class Ingress:
         self.store = J.JobStore(Storage(self.cfg.root))
         self.config_class = J.load_object(self.cfg.extend_config_class)
         api.state.body_limits = {"upload": self.cfg.max_upload_bytes, "other": self.cfg.max_body_bytes}
+        self._uploads = asyncio.Semaphore(self.cfg.max_concurrent_uploads)
 
     def _owner(self, api_key: str | None) -> str:
         owner = self.owners.get(key_digest(api_key)) if api_key else None
@@ -377,10 +398,12 @@ class Ingress:
         ctype = request.headers.get("content-type", "")
         if not ctype.startswith("multipart/form-data"):
             raise HTTPException(415, f"send multipart/form-data with seed files, not {ctype or 'no content type'!r}")
-        body = await read_capped(request, self.cfg.max_upload_bytes)
-        files, fields = await parse_form(request.scope, body, self.cfg.max_seed_files)
-        options = self._options(fields)
-        upload = await run_in_threadpool(read_seed_files, files, self.cfg.min_seeds, self.cfg.max_seeds)
+        async with self._uploads:  # bounds the memory of uploads in flight
+            body = await read_capped(request, self.cfg.max_upload_bytes)
+            files, fields = await parse_form(request.scope, body, self.cfg.max_seed_files)
+            del body
+            options = self._options(fields)
+            upload = await run_in_threadpool(read_seed_files, files, self.cfg.min_seeds, self.cfg.max_seeds)
         request_doc = {
             "options": options,
             "files": upload.files,
