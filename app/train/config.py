@@ -67,6 +67,8 @@ class TrainConfig(StrictModel):
     #: mixed_float16 when training on GPU (ignored on CPU)
     mixed_precision: bool = True
     shuffle_buffer: int = Field(20_000, ge=0)
+    #: cap on steps per epoch (quick runs, benchmarks); None = one pass over the train split
+    max_steps_per_epoch: int | None = Field(None, ge=1)
     #: evaluate loss/AUC on the test split after every epoch (reported with the epoch metrics)
     validate_every_epoch: bool = True
     checkpoint: CheckpointSettings = CheckpointSettings()

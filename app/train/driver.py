@@ -113,6 +113,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         rank=rank, world=world, shuffle_buffer=cfg.shuffle_buffer, repeat=True, seed=cfg.seed,
     )
     steps = steps_per_epoch(int(stats["train"]["rows"]), global_batch)
+    if cfg.max_steps_per_epoch:
+        steps = min(steps, cfg.max_steps_per_epoch)
     val: dict[str, Any] = {}
     if cfg.validate_every_epoch:
         val = {
