@@ -16,6 +16,8 @@ from app.storage import Storage
 
 GENERATE_CONFIG = "configs/generate.yaml"
 GENERATE_SMOKE_CONFIG = "configs/smoke/generate.yaml"
+DATA_CONFIG = "configs/data.yaml"
+DATA_SMOKE_CONFIG = "configs/smoke/data.yaml"
 
 
 def register(subparsers) -> None:
@@ -23,6 +25,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("data", help="raw data: generate synthetic logs, run the pipeline")
     data_sub = p.add_subparsers(dest="verb", required=True)
     register_generate(data_sub)
+    register_run(data_sub)
 
 
 def register_generate(data_sub) -> None:
@@ -45,3 +48,31 @@ def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
     summary = generate(cfg, storage)
     summary["config"] = path
     return summary
+
+
+def register_run(data_sub) -> None:
+    from app.data.pipeline import STAGES
+
+    p = data_sub.add_parser(
+        "run",
+        help="run the pipeline: raw logs -> keywords, persona, clean, unify, trainready, samples",
+        description="Ray Data pipeline; --stages runs a subset (each stage reads the previous one's tables).",
+    )
+    add_common(p, config=DATA_CONFIG)
+    p.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)}")
+    p.set_defaults(func=cmd_run)
+    for name in STAGES:  # each stage alone: python -m app data trainready
+        q = data_sub.add_parser(name, help=f"run only the {name} stage")
+        add_common(q, config=DATA_CONFIG)
+        q.set_defaults(func=cmd_run, stages=name)
+
+
+def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+    from app.data.config import DataConfig
+    from app.data.pipeline import run_pipeline
+
+    path = DATA_SMOKE_CONFIG if args.smoke else args.config
+    cfg = load_config(DataConfig, path, args.overrides)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    storage = Storage(get_settings(args.root).root)
+    return run_pipeline(cfg, storage, stages)

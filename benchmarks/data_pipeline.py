@@ -1,0 +1,118 @@
+"""Data pipeline throughput: raw log rows/s per stage and end to end, TFRecord samples/s, peak memory.
+
+    python benchmarks/data_pipeline.py --rows 1000000 --rows 10000000
+
+For each size it generates synthetic raw logs (not timed), then runs the whole pipeline under a
+local Ray and prints one JSON line: per-stage seconds and raw-log-rows/s (every stage is divided by
+the same raw show+click row count, so the figures add up like the seed's Spark timings), end-to-end
+rows/s, the samples stage's TFRecord samples/s, and the peak resident memory of the driver plus
+every Ray process it started (sampled every 0.2 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import psutil  # noqa: E402
+
+from app.config import load_config  # noqa: E402
+from app.data.config import DataConfig  # noqa: E402
+from app.data.pipeline import run_pipeline  # noqa: E402
+from app.data.synthetic import GenerateConfig, generate  # noqa: E402
+from app.storage import Storage  # noqa: E402
+
+
+class PeakMemory:
+    """Peak summed RSS of this process and all its descendants (local Ray's processes)."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def run_size(rows: int, days: int, workdir: str) -> dict:
+    users = max(1000, int(rows / (days * 4.0 * 1.08)))  # ~4 shows/user/day plus ~8% clicks
+    gcfg = load_config(GenerateConfig, "configs/generate.yaml", [f"users={users}", f"days={days}"])
+    root = os.path.join(workdir, f"rows{rows}")
+    storage = Storage(root)
+    t0 = time.perf_counter()
+    gen = generate(gcfg, storage)
+    gen_s = time.perf_counter() - t0
+    raw_rows = gen["rows"]["showlog"] + gen["rows"]["clicklog"]
+    cfg = load_config(DataConfig, "configs/data.yaml")
+    with PeakMemory() as mem:
+        reports = run_pipeline(cfg, storage)
+    stages = {}
+    for name in ("keywords", "persona", "clean", "unify", "trainready", "samples"):
+        rep = reports[name]
+        secs = sum(r["seconds"] for r in rep.values()) if name == "clean" else rep["seconds"]
+        stages[name] = {"seconds": round(secs, 2), "raw_rows_per_s": round(raw_rows / secs)}
+    samples = reports["samples"]["train"] + reports["samples"]["test"]
+    shutil.rmtree(root, ignore_errors=True)
+    return {
+        "raw_log_rows": raw_rows,
+        "users": users,
+        "days": days,
+        "generate_seconds": round(gen_s, 2),
+        "stages": stages,
+        "end_to_end_seconds": reports["seconds"],
+        "end_to_end_raw_rows_per_s": round(raw_rows / reports["seconds"]),
+        "samples": samples,
+        "tfrecord_samples_per_s": round(samples / reports["samples"]["seconds"]),
+        "peak_rss_gib": round(mem.peak / 2**30, 2),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rows", type=int, action="append", help="raw log rows (repeatable)")
+    ap.add_argument("--days", type=int, default=14)
+    ap.add_argument("--workdir", default=None)
+    args = ap.parse_args()
+    from app.ray_utils import init_ray
+
+    init_ray()
+    workdir = args.workdir or tempfile.mkdtemp(prefix="bench-data-")
+    results = [run_size(r, args.days, workdir) for r in (args.rows or [1_000_000])]
+    print(json.dumps({
+        "benchmark": "data_pipeline",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.node()} {os.cpu_count()} cpus {psutil.virtual_memory().total / 2**30:.0f} GiB",
+        "results": results,
+    }))
+
+
+if __name__ == "__main__":
+    main()
