@@ -205,13 +205,20 @@ def build_extend_config(config_class: Any, defaults: dict[str, Any], options: di
 
 
 def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
-    """The counts shown by the status endpoint: the report's ``counts`` or its scalar fields."""
-    counts = report.get("counts") if isinstance(report, dict) else None
-    if isinstance(counts, dict):
-        return counts
+    """What the status endpoint shows of the engine's report: its ``counts`` if it has them, else
+    its scalar fields plus the seed counts, the clustering verdict and the warnings."""
     if not isinstance(report, dict):
         return {}
-    return {k: v for k, v in report.items() if isinstance(v, int | float | str | bool)}
+    if isinstance(report.get("counts"), dict):
+        return report["counts"]
+    out = {k: v for k, v in report.items() if isinstance(v, int | float | str | bool) and k != "out_dir"}
+    if isinstance(report.get("seeds"), dict):
+        out["seeds"] = report["seeds"]
+    if isinstance(report.get("clusters"), dict):
+        out["clusters"] = {k: report["clusters"][k] for k in ("k", "silhouette") if k in report["clusters"]}
+    if isinstance(report.get("warnings"), list):
+        out["warnings"] = [str(w) for w in report["warnings"]][:20]
+    return out
 
 
 class ThrottledProgress:

@@ -160,7 +160,10 @@ def test_build_extend_config_request_overrides_defaults():
 
 def test_summarize_report():
     assert J.summarize_report({"counts": {"a": 1}, "x": 2}) == {"a": 1}
-    assert J.summarize_report({"found": 3, "clusters": [1, 2], "note": "ok"}) == {"found": 3, "note": "ok"}
+    report = {"audience_size": 50, "out_dir": "jobs/x", "seeds": {"found": 3, "unknown": 1},
+              "clusters": {"k": 2, "silhouette": 0.4, "sizes": [1, 2]}, "warnings": ["few seeds"], "files": ["a"]}
+    assert J.summarize_report(report) == {"audience_size": 50, "seeds": {"found": 3, "unknown": 1},
+                                          "clusters": {"k": 2, "silhouette": 0.4}, "warnings": ["few seeds"]}
 
 
 def test_load_object():
