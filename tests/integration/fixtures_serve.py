@@ -20,6 +20,8 @@ import pytest
 
 from app.serve.scoring import IndexedScorer
 
+__all__ = ["serve_app"]  # conftest star-imports fixtures only
+
 API_KEYS = {"key-alice-0001": "alice", "key-bob-00002": "bob"}
 FAKE_USERS = [f"u{i}" for i in range(10_000)]
 FAKE_KEYWORDS = ["news", "games", "travel", "music", "sports"]
