@@ -98,7 +98,9 @@ def main() -> None:
         "test_users": metrics["test_users"],
         "models": models,
         "din_over_oracle_auc": metrics.get("din_over_oracle_auc"),
-        "din_beats_baselines": all(din > models[b]["auc"] for b in ("popularity", "logistic_regression") if b in models),
+        "din_beats_baselines": all(
+            din > models[b]["auc"] for b in ("popularity", "logistic_regression") if b in models
+        ),
         "train": summary.get("train"),
         "config": cfg.model_dump(mode="json"),
     }

@@ -67,8 +67,13 @@ def main() -> None:
 
     root = args.root or tempfile.mkdtemp(prefix="train_din_bench-")
     stats = write_planted_run(
-        Storage(root), n_users=args.users, num_keywords=args.keywords, hist_len=args.hist_len,
-        samples_per_user=args.samples_per_user, test_fraction=0.05, shards=8,
+        Storage(root),
+        n_users=args.users,
+        num_keywords=args.keywords,
+        hist_len=args.hist_len,
+        samples_per_user=args.samples_per_user,
+        test_fraction=0.05,
+        shards=8,
     )
     gpus = tf.config.list_physical_devices("GPU")
     init_ray(num_cpus=os.cpu_count() if gpus else None)
@@ -79,22 +84,33 @@ def main() -> None:
         runs.append(measure(root, cfg))
     if gpus:
         cfg = load_config(
-            TrainConfig, args.config,
-            [*common, "num_workers=1", "use_gpu=true", "mixed_precision=true", f"batch_size={args.gpu_batch}",
-             f"cpus_per_worker={max(1, (os.cpu_count() or 2) - 1)}"],
+            TrainConfig,
+            args.config,
+            [
+                *common,
+                "num_workers=1",
+                "use_gpu=true",
+                "mixed_precision=true",
+                f"batch_size={args.gpu_batch}",
+                f"cpus_per_worker={max(1, (os.cpu_count() or 2) - 1)}",
+            ],
         )
         runs.append(measure(root, cfg))
-    print(json.dumps({
-        "benchmark": "train_din",
-        "config": args.config,
-        "train_rows": stats["train"]["rows"],
-        "hist_len": args.hist_len,
-        "num_keywords": args.keywords,
-        "cpu_count": os.cpu_count(),
-        "gpu": [g.name for g in gpus],
-        "machine": platform.machine(),
-        "runs": runs,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_din",
+                "config": args.config,
+                "train_rows": stats["train"]["rows"],
+                "hist_len": args.hist_len,
+                "num_keywords": args.keywords,
+                "cpu_count": os.cpu_count(),
+                "gpu": [g.name for g in gpus],
+                "machine": platform.machine(),
+                "runs": runs,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

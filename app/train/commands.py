@@ -31,7 +31,9 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     storage = Storage(get_settings(args.root).root)
     init_ray()
     summary = run(cfg, storage)
-    return {k: summary[k] for k in ("version", "path", "gate", "train")} | {"models": summary["metrics"]["models"]}
+    return {k: summary[k] for k in ("version", "path", "gate", "train")} | {
+        "models": summary["metrics"]["models"]
+    }
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -46,7 +48,9 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     version = args.version or Registry(storage).current_model(cfg.name)[0]
     stats = read_stats(storage, cfg.samples_run)
     scorer = BatchScorer.load(storage.uri(model_dir(cfg.name, version)))
-    metrics, _ = evaluate(scorer, storage, cfg.samples_run, stats, cfg.evaluation.lr_max_rows, cfg.evaluation.oracle, cfg.seed)
+    metrics, _ = evaluate(
+        scorer, storage, cfg.samples_run, stats, cfg.evaluation.lr_max_rows, cfg.evaluation.oracle, cfg.seed
+    )
     return {"version": version, **metrics}
 
 

@@ -109,8 +109,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         log.info("rank %d resumed from the checkpoint of epoch %d", rank, start_epoch)
 
     train_ds = make_dataset(
-        split_files(storage, cfg.samples_run, "train"), hist_len, global_batch,
-        rank=rank, world=world, shuffle_buffer=cfg.shuffle_buffer, repeat=True, seed=cfg.seed,
+        split_files(storage, cfg.samples_run, "train"),
+        hist_len,
+        global_batch,
+        rank=rank,
+        world=world,
+        shuffle_buffer=cfg.shuffle_buffer,
+        repeat=True,
+        seed=cfg.seed,
     )
     steps = steps_per_epoch(int(stats["train"]["rows"]), global_batch)
     if cfg.max_steps_per_epoch:
@@ -119,8 +125,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if cfg.validate_every_epoch:
         val = {
             "validation_data": make_dataset(
-                split_files(storage, cfg.samples_run, "test"), hist_len, global_batch,
-                rank=rank, world=world, repeat=True,
+                split_files(storage, cfg.samples_run, "test"),
+                hist_len,
+                global_batch,
+                rank=rank,
+                world=world,
+                repeat=True,
             ),
             "validation_steps": steps_per_epoch(int(stats["test"]["rows"]), global_batch),
         }
@@ -128,14 +138,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, cfg.epochs):
         callbacks, timing = _epoch_callbacks(cfg, storage, version, epoch + 1, rank, steps)
         history = model.fit(
-            train_ds, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps,
-            callbacks=callbacks, verbose=0, **val,
+            train_ds,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=0,
+            **val,
         )
         metrics: dict[str, Any] = {k: float(v[-1]) for k, v in history.history.items()}
         timed = timing.get("steps", 0)
         if timed and "start" in timing:
             metrics["examples_per_s"] = timed * global_batch / max(1e-9, timing["end"] - timing["start"])
-        metrics.update(epoch=epoch + 1, resumed_from_epoch=start_epoch, world_size=world, global_batch=global_batch)
+        metrics.update(
+            epoch=epoch + 1, resumed_from_epoch=start_epoch, world_size=world, global_batch=global_batch
+        )
         with tempfile.TemporaryDirectory() as d:
             model.save_weights(os.path.join(d, WEIGHTS))  # collective: every worker saves
             with open(os.path.join(d, STATE), "w") as fh:
@@ -159,7 +176,9 @@ def build_trainer(cfg: TrainConfig, root: str, version: str):
         train_loop_per_worker,
         train_loop_config={**cfg.model_dump(mode="json"), "root": root, "version": version},
         scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": cfg.cpus_per_worker},
         ),
         run_config=RunConfig(
             name=RUN_NAME,

@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------ train-split pass
-def scan_train(files: list[str], hist_len: int, num_keywords: int, lr_rows: int, total_rows: int, seed: int = 0):
+def scan_train(
+    files: list[str], hist_len: int, num_keywords: int, lr_rows: int, total_rows: int, seed: int = 0
+):
     """One streaming pass over the train split: per-keyword (shows, clicks) and an LR sample."""
     from app.data.tfrecord import FEATURE_NAMES
 
@@ -50,7 +52,9 @@ def scan_train(files: list[str], hist_len: int, num_keywords: int, lr_rows: int,
     return shows, clicks, lr_sample
 
 
-def popularity_scores(shows: np.ndarray, clicks: np.ndarray, target_kwi: np.ndarray, prior: float = 10.0) -> np.ndarray:
+def popularity_scores(
+    shows: np.ndarray, clicks: np.ndarray, target_kwi: np.ndarray, prior: float = 10.0
+) -> np.ndarray:
     """Smoothed CTR of each keyword (toward the global CTR, ``prior`` pseudo-impressions)."""
     base = clicks.sum() / max(1.0, shows.sum())
     ctr = (clicks + prior * base) / (shows + prior)
@@ -58,7 +62,9 @@ def popularity_scores(shows: np.ndarray, clicks: np.ndarray, target_kwi: np.ndar
 
 
 # ------------------------------------------------------------------ logistic regression baseline
-def baseline_features(a: dict[str, np.ndarray], num_keywords: int, age_vocab: int = 128, gender_vocab: int = 8):
+def baseline_features(
+    a: dict[str, np.ndarray], num_keywords: int, age_vocab: int = 128, gender_vocab: int = 8
+):
     """Sparse design matrix of the LR baseline from sample arrays."""
     import scipy.sparse as sp
 
@@ -94,7 +100,9 @@ def baseline_features(a: dict[str, np.ndarray], num_keywords: int, age_vocab: in
     )
 
 
-def logistic_regression_scores(train: dict[str, np.ndarray], test: dict[str, np.ndarray], num_keywords: int) -> np.ndarray | None:
+def logistic_regression_scores(
+    train: dict[str, np.ndarray], test: dict[str, np.ndarray], num_keywords: int
+) -> np.ndarray | None:
     from sklearn.linear_model import LogisticRegression
 
     if not train or len(np.unique(train["label"])) < 2:
@@ -119,7 +127,10 @@ def oracle_scores(storage: Storage, test: dict[str, np.ndarray], keywords: list[
     lookup = np.empty(int(did_index.max()) + 1, dtype=object)
     lookup[did_index] = dids
     kw = np.asarray(keywords, dtype=object)
-    return np.asarray(Truth.load(storage).click_prob(lookup[test["did_index"]], kw[test["target_kwi"] - 1]), dtype=np.float64)
+    return np.asarray(
+        Truth.load(storage).click_prob(lookup[test["did_index"]], kw[test["target_kwi"] - 1]),
+        dtype=np.float64,
+    )
 
 
 # ------------------------------------------------------------------ the whole evaluation
@@ -132,7 +143,15 @@ def model_batch(test: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: test[k] for k in MODEL_FEATURES}
 
 
-def evaluate(scorer, storage: Storage, run: str, stats: dict[str, Any], lr_rows: int = 300_000, oracle: bool = True, seed: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def evaluate(
+    scorer,
+    storage: Storage,
+    run: str,
+    stats: dict[str, Any],
+    lr_rows: int = 300_000,
+    oracle: bool = True,
+    seed: int = 0,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Metrics of DIN, the baselines and the oracle on the test split; also returns the test arrays."""
     hist_len, num_keywords = int(stats["hist_len"]), int(stats["num_keywords"])
     test_files = split_files(storage, run, "test")

@@ -60,7 +60,9 @@ def export_saved_model(model, export_dir: str, hist_len: int) -> None:
     model.save(export_dir, save_format="tf", include_optimizer=False, signatures={SIGNATURE: serve})
 
 
-def write_scorer_meta(storage: Storage, rel_dir: str, hist_len: int, num_keywords: int, keywords: list[str]) -> None:
+def write_scorer_meta(
+    storage: Storage, rel_dir: str, hist_len: int, num_keywords: int, keywords: list[str]
+) -> None:
     storage.write_json(
         posixpath.join(rel_dir, SCORER_META),
         {
@@ -107,7 +109,11 @@ class BatchScorer:
         """Load from a model version directory (path or URI) holding saved_model/ and scorer.json."""
         import tensorflow as tf
 
-        meta_path = posixpath.join(model_dir, SCORER_META) if "://" in model_dir else os.path.join(model_dir, SCORER_META)
+        meta_path = (
+            posixpath.join(model_dir, SCORER_META)
+            if "://" in model_dir
+            else os.path.join(model_dir, SCORER_META)
+        )
         try:
             meta = _read_json(meta_path)
         except (FileNotFoundError, OSError) as exc:
@@ -118,7 +124,9 @@ class BatchScorer:
         return scorer
 
     # ------------------------------------------------------------------ checks
-    def _check(self, batch: dict[str, np.ndarray], names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], int]:
+    def _check(
+        self, batch: dict[str, np.ndarray], names: tuple[str, ...]
+    ) -> tuple[dict[str, np.ndarray], int]:
         missing = [k for k in names if k not in batch]
         if missing:
             raise SchemaError(f"batch lacks {missing}; it has {sorted(batch)}")
@@ -144,7 +152,9 @@ class BatchScorer:
             return np.zeros(0, np.float32)
         kw = feats["target_kwi"]
         if kw.min() < 1 or kw.max() >= self.num_keywords:
-            raise SchemaError(f"target_kwi must lie in [1, {self.num_keywords - 1}], got {kw.min()}..{kw.max()}")
+            raise SchemaError(
+                f"target_kwi must lie in [1, {self.num_keywords - 1}], got {kw.min()}..{kw.max()}"
+            )
         out = [
             self._run({k: v[i : i + self.chunk_rows] for k, v in feats.items()})
             for i in range(0, n, self.chunk_rows)

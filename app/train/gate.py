@@ -46,15 +46,21 @@ def decide(
     min_improvement: float = 0.0,
 ) -> GateDecision:
     """The pure rule: promote iff there is no usable current AUC or ``new > current + margin``."""
-    args = dict(new_version=new_version, new_auc=new_auc, current_version=current_version, current_auc=current_auc)
+    args = dict(
+        new_version=new_version, new_auc=new_auc, current_version=current_version, current_auc=current_auc
+    )
     if new_auc is None or math.isnan(new_auc):
         return GateDecision(promote=False, reason="new model has no test AUC", **args)
     if current_version is None:
         return GateDecision(promote=True, reason="no current model", **args)
     if current_auc is None or math.isnan(current_auc):
-        return GateDecision(promote=True, reason="current model could not be evaluated on this test set", **args)
+        return GateDecision(
+            promote=True, reason="current model could not be evaluated on this test set", **args
+        )
     if new_auc > current_auc + min_improvement:
-        return GateDecision(promote=True, reason=f"test AUC {new_auc:.4f} beats current {current_auc:.4f}", **args)
+        return GateDecision(
+            promote=True, reason=f"test AUC {new_auc:.4f} beats current {current_auc:.4f}", **args
+        )
     return GateDecision(
         promote=False,
         reason=f"test AUC {new_auc:.4f} does not beat current {current_auc:.4f} (+{min_improvement})",
@@ -97,7 +103,9 @@ def apply_gate(
                 current_auc = float(current_info["test_auc"])
     decision = decide(version, new_auc, current_version, current_auc, min_improvement)
     storage.write_json(posixpath.join(model_dir(name, version), GATE_FILE), decision.to_dict())
-    registry.add_model_version(name, version, {**info, "gate": decision.to_dict()}, make_current=decision.promote)
+    registry.add_model_version(
+        name, version, {**info, "gate": decision.to_dict()}, make_current=decision.promote
+    )
     verdict = "PROMOTED" if decision.promote else "REFUSED"
     print(
         f"gate: {name} {version} {verdict}: new AUC {new_auc:.4f} vs current "

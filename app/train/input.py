@@ -29,7 +29,9 @@ def samples_dir(run: str) -> str:
 def read_stats(storage: Storage, run: str) -> dict[str, Any]:
     rel = f"{samples_dir(run)}/stats.json"
     if not storage.exists(rel):
-        raise SchemaError(f"no samples at {storage.root!r}/{samples_dir(run)} (stats.json missing); run the pipeline first")
+        raise SchemaError(
+            f"no samples at {storage.root!r}/{samples_dir(run)} (stats.json missing); run the pipeline first"
+        )
     stats = storage.read_json(rel)
     for key in ("hist_len", "num_keywords", "train", "test"):
         if key not in stats:

@@ -158,4 +158,9 @@ class MLP(tf.keras.layers.Layer):
         return x
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "activation": self.activation, "dropout": self.dropout}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": self.activation,
+            "dropout": self.dropout,
+        }

@@ -19,7 +19,9 @@ METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 
 
-def export_checkpoint(checkpoint_dir: str, cfg: TrainConfig, stats: dict[str, Any], storage: Storage, rel_dir: str) -> None:
+def export_checkpoint(
+    checkpoint_dir: str, cfg: TrainConfig, stats: dict[str, Any], storage: Storage, rel_dir: str
+) -> None:
     """Rebuild DIN in float32 on this process, load a checkpoint's weights, write the SavedModel."""
     import tensorflow as tf
 
@@ -34,7 +36,13 @@ def export_checkpoint(checkpoint_dir: str, cfg: TrainConfig, stats: dict[str, An
     write_scorer_meta(storage, rel_dir, hist_len, num_keywords, list(stats.get("keywords") or []))
 
 
-def evaluate_and_gate(cfg: TrainConfig, storage: Storage, version: str, stats: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_and_gate(
+    cfg: TrainConfig,
+    storage: Storage,
+    version: str,
+    stats: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Evaluate an exported version, write metrics.json, run the gate; returns the summary."""
     from app.train.evaluate import evaluate, model_batch
     from app.train.gate import apply_gate
@@ -56,9 +64,13 @@ def evaluate_and_gate(cfg: TrainConfig, storage: Storage, version: str, stats: d
         "samples_run": cfg.samples_run,
     }
     decision = apply_gate(
-        storage, cfg.name, version, new_auc,
+        storage,
+        cfg.name,
+        version,
+        new_auc,
         lambda current: auc(test["label"], current.score(model_batch(test))),
-        info, cfg.evaluation.min_improvement,
+        info,
+        cfg.evaluation.min_improvement,
     )
     return {"version": version, "path": rel, "metrics": metrics, "gate": decision.to_dict()}
 

@@ -12,7 +12,9 @@ def _sigmoid(x):
 
 
 def _numpy_attention(layer, q, k, mask, normalization):
-    w0, b0, w1, b1 = [w.numpy() for w in (layer.hidden[0].kernel, layer.hidden[0].bias, layer.out.kernel, layer.out.bias)]
+    w0, b0, w1, b1 = [
+        w.numpy() for w in (layer.hidden[0].kernel, layer.hidden[0].bias, layer.out.kernel, layer.out.bias)
+    ]
     qt = np.repeat(q[:, None, :], k.shape[1], axis=1)
     x = np.concatenate([qt, k, qt - k, qt * k], axis=-1)
     logits = (_sigmoid(x @ w0 + b0) @ w1 + b1)[..., 0]
@@ -70,15 +72,22 @@ def test_dice_matches_formula_in_training_and_inference():
     # training: batch statistics
     mean, var = x.mean(0), x.var(0)
     p = _sigmoid((x - mean) / np.sqrt(var + 1e-8))
-    np.testing.assert_allclose(dice(x, training=True).numpy(), p * x + (1 - p) * alpha * x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        dice(x, training=True).numpy(), p * x + (1 - p) * alpha * x, rtol=1e-4, atol=1e-5
+    )
     # inference: moving statistics (set them explicitly)
     dice.norm.moving_mean.assign([1.0, 0.0, -1.0])
     dice.norm.moving_variance.assign([4.0, 1.0, 0.25])
     p = _sigmoid((x - np.array([1.0, 0.0, -1.0])) / np.sqrt(np.array([4.0, 1.0, 0.25]) + 1e-8))
-    np.testing.assert_allclose(dice(x, training=False).numpy(), p * x + (1 - p) * alpha * x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        dice(x, training=False).numpy(), p * x + (1 - p) * alpha * x, rtol=1e-4, atol=1e-5
+    )
 
 
-@pytest.mark.parametrize("layer", [Dice(epsilon=1e-6, momentum=0.9), AttentionUnit([7, 3], "prelu", "none"), MLP([4, 2], "dice", 0.1)])
+@pytest.mark.parametrize(
+    "layer",
+    [Dice(epsilon=1e-6, momentum=0.9), AttentionUnit([7, 3], "prelu", "none"), MLP([4, 2], "dice", 0.1)],
+)
 def test_layers_round_trip_their_config(layer):
     clone = type(layer).from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()

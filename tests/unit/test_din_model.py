@@ -50,7 +50,9 @@ def test_padding_content_changes_nothing(trained_model):
     y = {k: v.copy() for k, v in x.items()}
     y["hist_show_counts"][pad] = 99  # garbage counts in padding slots
     y["hist_click_counts"][pad] = 7
-    np.testing.assert_allclose(trained_model.predict(x, verbose=0), trained_model.predict(y, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        trained_model.predict(x, verbose=0), trained_model.predict(y, verbose=0), atol=1e-6
+    )
 
 
 def test_history_matters(trained_model):
@@ -81,7 +83,9 @@ def test_save_load_same_predictions_and_scorer(trained_model, tmp_path, storage)
     assert grid.shape == (3, K - 1)
     rows = {k: np.repeat(v, K - 1, axis=0) for k, v in users.items()}
     rows["target_kwi"] = np.tile(np.arange(1, K), 3)
-    np.testing.assert_allclose(grid.ravel(), trained_model.predict(rows, verbose=0).ravel(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        grid.ravel(), trained_model.predict(rows, verbose=0).ravel(), rtol=1e-5, atol=1e-6
+    )
 
     with pytest.raises(SchemaError, match="target_kwi"):
         scorer.score({**x, "target_kwi": np.zeros(20, np.int64)})

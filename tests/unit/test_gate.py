@@ -65,8 +65,20 @@ def test_gate_promotes_better_refuses_worse_and_stores_both_numbers(storage, cap
 
 def test_gate_falls_back_to_stored_auc_only_for_the_same_test_set(storage):
     load = _fake_loader({})  # nothing can be re-scored
-    apply_gate(storage, "din", "v1", 0.80, lambda s: s.auc, {"test_fingerprint": "A", "test_auc": 0.80}, load_scorer=load)
-    same = apply_gate(storage, "din", "v2", 0.78, lambda s: s.auc, {"test_fingerprint": "A"}, load_scorer=load)
+    apply_gate(
+        storage,
+        "din",
+        "v1",
+        0.80,
+        lambda s: s.auc,
+        {"test_fingerprint": "A", "test_auc": 0.80},
+        load_scorer=load,
+    )
+    same = apply_gate(
+        storage, "din", "v2", 0.78, lambda s: s.auc, {"test_fingerprint": "A"}, load_scorer=load
+    )
     assert not same.promote and same.current_auc == 0.80
-    other = apply_gate(storage, "din", "v3", 0.78, lambda s: s.auc, {"test_fingerprint": "B"}, load_scorer=load)
+    other = apply_gate(
+        storage, "din", "v3", 0.78, lambda s: s.auc, {"test_fingerprint": "B"}, load_scorer=load
+    )
     assert other.promote and other.current_auc is None

@@ -14,7 +14,9 @@ def test_shipped_configs_load(path):
 
 
 def test_overrides_apply():
-    cfg = load_config(TrainConfig, "configs/smoke/train_din.yaml", ["num_workers=1", "model.activation=prelu"])
+    cfg = load_config(
+        TrainConfig, "configs/smoke/train_din.yaml", ["num_workers=1", "model.activation=prelu"]
+    )
     assert cfg.num_workers == 1 and cfg.model.activation == "prelu"
 
 

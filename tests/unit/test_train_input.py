@@ -30,8 +30,12 @@ def test_workers_read_disjoint_shards_covering_the_split(storage, shards):
     files = split_files(storage, "default", "train")
     seen = []
     for rank in range(2):
-        ds = make_dataset(files, 8, 32, rank=rank, world=2, with_label=False, keep=("did_index", "target_kwi"))
-        seen.append(np.concatenate([np.stack([b["did_index"], b["target_kwi"]], 1) for b in ds.as_numpy_iterator()]))
+        ds = make_dataset(
+            files, 8, 32, rank=rank, world=2, with_label=False, keep=("did_index", "target_kwi")
+        )
+        seen.append(
+            np.concatenate([np.stack([b["did_index"], b["target_kwi"]], 1) for b in ds.as_numpy_iterator()])
+        )
     assert len(seen[0]) + len(seen[1]) == stats["train"]["rows"]
     assert abs(len(seen[0]) - len(seen[1])) <= stats["train"]["rows"] // 2
 
