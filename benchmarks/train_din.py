@@ -35,8 +35,7 @@ def measure(root: str, cfg: TrainConfig) -> dict:
     from app.train.driver import train_driver_fn
 
     t0 = time.perf_counter()
-    result = train_driver_fn({**cfg.model_dump(mode="json"), "root": root, "version": new_version()})
-    m = result.metrics or {}
+    m = train_driver_fn({**cfg.model_dump(mode="json"), "root": root, "version": new_version()})
     return {
         "workers": cfg.num_workers,
         "use_gpu": cfg.use_gpu,

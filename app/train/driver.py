@@ -190,15 +190,26 @@ def build_trainer(cfg: TrainConfig, root: str, version: str):
     )
 
 
-def train_driver_fn(config: dict[str, Any]):
-    """Train DIN with Ray Train; returns the ``ray.train.Result`` (latest checkpoint, metrics).
-
-    Callable from a Tune trial as is (``Tuner(train_driver_fn, param_space=...)`` with
-    ``report_to_tune: True`` in the space); Ray must already be initialised.
-    """
+def fit_trainer(config: dict[str, Any]):
+    """Train DIN with Ray Train; returns the ``ray.train.Result`` (latest checkpoint, metrics)."""
     cfg, root, version = split_config(config)
     storage = Storage(root)
     read_stats(storage, cfg.samples_run)  # fail fast, before any worker starts
     split_files(storage, cfg.samples_run, "train")
     log.info("training %s %s: %d worker(s), gpu=%s", cfg.name, version, cfg.num_workers, cfg.use_gpu)
     return build_trainer(cfg, root, version).fit()
+
+
+def train_driver_fn(config: dict[str, Any]) -> dict[str, Any]:
+    """The one driver function, for a single run and for a Tune trial (Ray must be initialised).
+
+    Returns a JSON-able dict (Tune records a returned dict as the trial's last result): the last
+    epoch's metrics plus ``version``, ``root`` and ``checkpoint_path`` (the latest checkpoint).
+    In a sweep: ``Tuner(train_driver_fn, param_space={... "report_to_tune": True})`` so every epoch
+    is reported to Tune as it happens.
+    """
+    _, root, version = split_config(config)
+    result = fit_trainer({**config, "root": root, "version": version})
+    metrics = {k: v for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+    path = result.checkpoint.path if result.checkpoint else None
+    return {**metrics, "version": version, "root": root, "checkpoint_path": path}

@@ -82,9 +82,9 @@ def run(cfg: TrainConfig, storage: Storage, version: str | None = None) -> dict[
     stats = read_stats(storage, cfg.samples_run)
     storage.write_text(posixpath.join(rel, CONFIG_FILE), dump_config(cfg))
 
-    from app.train.driver import train_driver_fn
+    from app.train.driver import fit_trainer
 
-    result = train_driver_fn({**cfg.model_dump(mode="json"), "root": storage.root, "version": version})
+    result = fit_trainer({**cfg.model_dump(mode="json"), "root": storage.root, "version": version})
     if result.checkpoint is None:
         raise RuntimeError(f"training {version} finished without a checkpoint (error: {result.error})")
     with result.checkpoint.as_directory() as d:
