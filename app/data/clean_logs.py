@@ -5,8 +5,8 @@ through the object store):
 whitelist slot ids and add ``media_category``; join keyword (via spread_app_id) and persona
 (gender, age, did_bucket); parse the timestamp. Every rejected row goes to the quarantine with one
 reason, checked in this order: ``missing_did``, ``bad_time``, ``unknown_slot``, ``unknown_app``,
-``rare_keyword``, ``unknown_did``. Clean rows are written to a staging area partitioned by
-(day, did_bucket).
+``rare_keyword``, ``unknown_did``. Clean rows are handed to the next step through a staging area,
+one Arrow IPC file per (block, did_bucket).
 
 Then one task per did_bucket removes exact duplicates (a duplicate lands in the same day and
 bucket as its original, so this needs no global shuffle), quarantines the extra copies as
@@ -15,6 +15,7 @@ bucket as its original, so this needs no global shuffle), quarantines the extra 
 
 from __future__ import annotations
 
+import posixpath
 import uuid
 from collections import Counter
 
@@ -149,13 +150,18 @@ def clean_block(batch: dict, lookups_ref: list, columns: list[str], time_col: st
     clean, quarantine, counts = clean_batch(raw, time_col, _lookups(lookups_ref), day_range)
     tag = uuid.uuid4().hex[:12]
     if clean.num_rows:
-        pq.write_to_dataset(
-            clean,
-            storage.path(staging),
-            partition_cols=[C.DAY, C.DID_BUCKET],
-            filesystem=storage.fs,
-            basename_template=f"b-{tag}-{{i}}.parquet",
-        )
+        # internal hand-over to the dedup tasks: Arrow IPC, one file per bucket (10x cheaper to
+        # write than partitioned Parquet); the day stays a column until the final write
+        buckets = clean[C.DID_BUCKET].to_numpy()
+        order = np.argsort(buckets, kind="stable")
+        sorted_b = buckets[order]
+        edges = np.flatnonzero(np.r_[True, sorted_b[1:] != sorted_b[:-1], True])
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            part = clean.take(pa.array(order[lo:hi]))
+            path = storage.path(staging, f"{C.DID_BUCKET}={int(sorted_b[lo])}", f"b-{tag}.arrow")
+            storage.fs.create_dir(posixpath.dirname(path), recursive=True)
+            with storage.fs.open_output_stream(path) as sink, pa.ipc.new_file(sink, part.schema) as writer:
+                writer.write_table(part)
     if quarantine.num_rows:
         pq.write_table(quarantine, storage.path(quarantine_staging, f"q-{tag}.parquet"), filesystem=storage.fs)
     names = ["rows_in", "rows_out", *REASONS]
@@ -187,27 +193,38 @@ def dedup_partition(table: pa.Table, key: list[str] | None = None) -> tuple[pa.T
 
 
 def dedup_bucket(batch: dict, root: str, staging: str, final: str, qstaging: str) -> dict:
-    """Ray Data task for one did_bucket: dedup each (day, did_bucket) partition of the staging."""
+    """Ray Data task for one did_bucket: dedup its staged rows, write (day, did_bucket) partitions.
+
+    An exact duplicate has the same did (so the same bucket) and the same timestamp (so the same
+    day) as its original, so deduplicating a bucket's rows at once finds every duplicate.
+    """
     storage = Storage(root)
     out_rows, dups = 0, 0
     for bucket in batch["bucket"]:
-        for day in storage.iter_dirs(staging):
-            part = f"{day}/{C.DID_BUCKET}={bucket}"
-            files = storage.list_files(staging, part, suffix=".parquet")
-            if not files:
-                continue
-            table = pq.read_table(files, filesystem=storage.fs, partitioning=None)
-            distinct, extra = dedup_partition(table, [k for k in DEDUP_KEY if k in table.column_names])
-            # partition columns live in the path, as Hive tables expect
-            distinct = distinct.drop_columns([c for c in (C.DAY, C.DID_BUCKET) if c in distinct.column_names])
+        files = storage.list_files(staging, f"{C.DID_BUCKET}={bucket}", suffix=".arrow")
+        if not files:
+            continue
+        parts = []
+        for f in files:
+            with storage.fs.open_input_file(f) as src:
+                parts.append(pa.ipc.open_file(src).read_all())
+        table = pa.concat_tables(parts)
+        distinct, extra = dedup_partition(table, DEDUP_KEY)
+        days = distinct[C.DAY].to_numpy(zero_copy_only=False)
+        order = np.argsort(days, kind="stable")
+        sorted_days = days[order]
+        edges = np.flatnonzero(np.r_[True, sorted_days[1:] != sorted_days[:-1], True])
+        body = distinct.drop_columns([C.DAY, C.DID_BUCKET])  # partition columns live in the path
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            part = f"{C.DAY}={sorted_days[lo]}/{C.DID_BUCKET}={bucket}"
             storage.makedirs(final, part)
-            pq.write_table(distinct, storage.path(final, part, "part-0.parquet"), filesystem=storage.fs)
-            if extra.num_rows:
-                q = extra.append_column(C.REASON, pa.array(["duplicate"] * extra.num_rows, pa.string()))
-                pq.write_table(q, storage.path(qstaging, f"dup-{uuid.uuid4().hex[:12]}.parquet"),
-                               filesystem=storage.fs)
-            out_rows += distinct.num_rows
-            dups += extra.num_rows
+            pq.write_table(body.take(pa.array(order[lo:hi])), storage.path(final, part, "part-0.parquet"),
+                           filesystem=storage.fs)
+        if extra.num_rows:
+            q = extra.append_column(C.REASON, pa.array(["duplicate"] * extra.num_rows, pa.string()))
+            pq.write_table(q, storage.path(qstaging, f"dup-{uuid.uuid4().hex[:12]}.parquet"), filesystem=storage.fs)
+        out_rows += distinct.num_rows
+        dups += extra.num_rows
     return {"rows_out": np.array([out_rows]), "duplicate": np.array([dups])}
 
 

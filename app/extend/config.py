@@ -65,7 +65,7 @@ class ExtendConfig(StrictModel):
     recommended_seeds: tuple[int, int] = (100, 50000)
     score_table: str | None = Field(None, description="score-table version; None = current")
     history_before: dt.date | None = Field(None, description="jsd: only history before this date")
-    backend: Literal["auto", "numpy", "tf"] = "auto"
+    backend: Literal["auto", "numpy", "tf", "torch"] = "auto"
     user_block: int = Field(512, ge=1, description="users per GEMM tile (numpy backend)")
     seed_block: int = Field(1024, ge=1, description="seeds per GEMM tile (numpy backend)")
     batch_rows: int = Field(65536, ge=1, description="users per Ray Data batch")

@@ -13,8 +13,9 @@ per user in total for random order) and only they are merged. The result is the 
 of top-N values as a full sort, ties included (an entry equal to ``thr`` cannot change the
 multiset), so the mean is exact up to float32 rounding of the dot products.
 
-A second backend (``tf``) runs the same blocked products with TensorFlow, on a GPU when one is
-present; it keeps a running ``tf.math.top_k`` instead of the threshold trick.
+Two more backends run the same blocked products on a GPU when one is present, keeping a running
+top-k instead of the threshold trick: ``tf`` (TensorFlow) and ``torch`` (PyTorch, optional: for
+GPU hosts that have a CUDA PyTorch but no CUDA TensorFlow).
 """
 
 from __future__ import annotations
@@ -129,12 +130,45 @@ def top_n_mean_tf(
     return out
 
 
+def top_n_mean_torch(
+    users: np.ndarray,
+    seeds: np.ndarray,
+    top_n: int,
+    user_block: int = 131072,
+    seed_block: int = 16384,
+    device: str | None = None,
+) -> np.ndarray:
+    """Same result with PyTorch (CUDA when available): for GPU hosts that carry torch but no
+    CUDA build of TensorFlow. Seeds are copied to the device once; users stream through in blocks.
+    TF32 is switched off so the products stay float32-exact like the other backends.
+    """
+    import torch
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.backends.cuda.matmul.allow_tf32 = False
+    n = min(top_n, seeds.shape[0])
+    if n == 0:
+        raise ValueError("no seed vectors to compare with")
+    seeds_t = torch.as_tensor(np.asarray(seeds, dtype=np.float32), device=dev).T.contiguous()
+    out = np.empty(users.shape[0], dtype=np.float32)
+    for u0 in range(0, users.shape[0], user_block):
+        ub = torch.as_tensor(np.ascontiguousarray(users[u0 : u0 + user_block], dtype=np.float32), device=dev)
+        top = None
+        for s0 in range(0, seeds_t.shape[1], seed_block):
+            sims = ub @ seeds_t[:, s0 : s0 + seed_block]
+            cand = sims if top is None else torch.cat([top, sims], dim=1)
+            top = torch.topk(cand, k=min(n, cand.shape[1]), dim=1, sorted=False).values
+        out[u0 : u0 + ub.shape[0]] = top.double().mean(dim=1).float().cpu().numpy()
+    return out
+
+
+BACKENDS = {"numpy": top_n_mean_numpy, "tf": top_n_mean_tf, "torch": top_n_mean_torch}
+
+
 def top_n_mean(users: np.ndarray, seeds: np.ndarray, top_n: int, backend: str = "numpy", **blocks) -> np.ndarray:
-    if backend == "numpy":
-        return top_n_mean_numpy(users, seeds, top_n, **blocks)
-    if backend == "tf":
-        return top_n_mean_tf(users, seeds, top_n, **blocks)
-    raise ValueError(f"unknown similarity backend {backend!r} (numpy | tf)")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown similarity backend {backend!r} ({' | '.join(BACKENDS)})")
+    return BACKENDS[backend](users, seeds, top_n, **blocks)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
