@@ -83,7 +83,7 @@ class ExampleLayout:
         pieces = []
         for f in SAMPLE_FEATURES:
             n = feature_length(f, hist_len)
-            values = b"\x00" * (n * VARINT_BYTES)
+            values = (b"\x80" * (VARINT_BYTES - 1) + b"\x00") * n  # varint 0, padded to 5 bytes
             int64_list = _ld(0x0A, values)  # Int64List.value (packed)
             feature = _ld(0x1A, int64_list)  # Feature.int64_list
             entry = _ld(0x0A, f.name.encode()) + _ld(0x12, feature)  # map entry key/value
@@ -117,8 +117,12 @@ def serialize_examples(columns: dict[str, np.ndarray], hist_len: int) -> np.ndar
         values = np.asarray(columns[f.name], dtype=np.int64).reshape(n, count)
         _check_range(f.name, values)
         dest = out[:, off : off + count * VARINT_BYTES].reshape(n, count, VARINT_BYTES)
-        for i in range(VARINT_BYTES):
-            byte = (values >> (7 * i)) & 0x7F
+        # only the low bytes a feature's largest value needs are computed; the rest of every
+        # 5-byte varint is the constant continuation padding already in the template
+        top = int(values.max()) if values.size else 0
+        needed = max(1, (top.bit_length() + 6) // 7)
+        for i in range(needed):
+            byte = ((values >> (7 * i)) & 0x7F).astype(np.uint8)
             if i < VARINT_BYTES - 1:
                 byte |= 0x80
             dest[:, :, i] = byte
