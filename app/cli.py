@@ -28,6 +28,19 @@ def add_common(p: argparse.ArgumentParser, config: str | None = None) -> None:
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for a quick check")
 
 
+def stage_config_path(args: argparse.Namespace, default: str, smoke: str) -> str:
+    """``-c`` (default ``default``), or ``smoke`` with ``--smoke`` unless ``-c`` named another file."""
+    path = args.config or default
+    return smoke if getattr(args, "smoke", False) and path == default else path
+
+
+def load_stage_config(model, args: argparse.Namespace, default: str, smoke: str):
+    """The command's validated config, ``--set`` overrides applied on top."""
+    from app.config import load_config
+
+    return load_config(model, stage_config_path(args, default, smoke), args.overrides)
+
+
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
 

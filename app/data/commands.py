@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from app.cli import add_common
-from app.config import load_config
+from app.cli import add_common, load_stage_config, stage_config_path
 from app.settings import get_settings
 from app.storage import Storage
 
@@ -42,11 +41,10 @@ def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
     """``--smoke`` uses the smoke config; ``--set`` overrides apply on top of either."""
     from app.data.synthetic import GenerateConfig, generate
 
-    path = GENERATE_SMOKE_CONFIG if args.smoke else args.config
-    cfg = load_config(GenerateConfig, path, args.overrides)
+    cfg = load_stage_config(GenerateConfig, args, GENERATE_CONFIG, GENERATE_SMOKE_CONFIG)
     storage = Storage(get_settings(args.root).root)
     summary = generate(cfg, storage)
-    summary["config"] = path
+    summary["config"] = stage_config_path(args, GENERATE_CONFIG, GENERATE_SMOKE_CONFIG)
     return summary
 
 
@@ -71,8 +69,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     from app.data.config import DataConfig
     from app.data.pipeline import run_pipeline
 
-    path = DATA_SMOKE_CONFIG if args.smoke else args.config
-    cfg = load_config(DataConfig, path, args.overrides)
+    cfg = load_stage_config(DataConfig, args, DATA_CONFIG, DATA_SMOKE_CONFIG)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     storage = Storage(get_settings(args.root).root)
     return run_pipeline(cfg, storage, stages)

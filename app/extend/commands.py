@@ -7,8 +7,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from app.cli import add_common
-from app.config import dump_config, load_config
+from app.cli import add_common, load_stage_config
+from app.config import dump_config
 from app.errors import SeedError
 from app.extend.config import ExtendConfig
 from app.settings import get_settings
@@ -19,10 +19,7 @@ SMOKE_CONFIG = "configs/smoke/extend.yaml"
 
 
 def load_extend_config(args: argparse.Namespace) -> ExtendConfig:
-    path = args.config
-    if getattr(args, "smoke", False) and path == DEFAULT_CONFIG:
-        path = SMOKE_CONFIG
-    return load_config(ExtendConfig, path, args.overrides)
+    return load_stage_config(ExtendConfig, args, DEFAULT_CONFIG, SMOKE_CONFIG)
 
 
 def _storage(args: argparse.Namespace) -> Storage:

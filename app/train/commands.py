@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from app.cli import add_common
-from app.config import load_config
+from app.cli import add_common, load_stage_config
 from app.settings import get_settings
 from app.storage import Storage
 from app.train.config import TrainConfig
@@ -16,10 +15,7 @@ SMOKE_CONFIG = "configs/smoke/train_din.yaml"
 
 
 def load_train_config(args: argparse.Namespace) -> TrainConfig:
-    path = args.config
-    if getattr(args, "smoke", False) and path == DEFAULT_CONFIG:
-        path = SMOKE_CONFIG
-    return load_config(TrainConfig, path, args.overrides)
+    return load_stage_config(TrainConfig, args, DEFAULT_CONFIG, SMOKE_CONFIG)
 
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
