@@ -10,6 +10,10 @@ from app.settings import get_settings
 # every Ray worker, actor and Serve replica needs Keras 2 before TensorFlow loads
 RUNTIME_ENV: dict[str, Any] = {"env_vars": {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}}
 
+#: Ray Train gives a worker group 60 s to start by default; on a loaded 2-core machine starting two
+#: TensorFlow workers took about 46 s, so allow more before calling it a failure.
+TRAIN_START_TIMEOUT_S = "300"
+
 
 def init_ray(num_cpus: int | None = None, include_dashboard: bool = False, **kwargs: Any) -> None:
     """Join ``$RAY_ADDRESS`` if set, else start a small local Ray (no-op if already initialised).
@@ -22,7 +26,7 @@ def init_ray(num_cpus: int | None = None, include_dashboard: bool = False, **kwa
     if ray.is_initialized():
         return
     settings = get_settings()
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "0")
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", TRAIN_START_TIMEOUT_S)
     if settings.ray_address:
         ray.init(address=settings.ray_address, runtime_env=RUNTIME_ENV, **kwargs)
         return
