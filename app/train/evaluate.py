@@ -5,8 +5,11 @@
 - ``logistic_regression``: scikit-learn on the same features DIN sees (target keyword, age,
   gender one-hots; history totals and the target keyword's own history shows/clicks), fit on a
   random sample of the train split;
-- ``oracle``: the synthetic generator's true click probability of each (user, keyword) pair, the
-  best any model can do on this data (skipped when the root has no ground truth).
+- ``oracle``: the generator's ground truth. A sample's label is "clicked at least once in the
+  target interval", and each of the n shows of that keyword in that interval is clicked with the
+  planted probability p(user, keyword), so the true P(label = 1) is ``1 - (1 - p) ** n``; n is read
+  from the train-ready table. (Using p alone ignores n, which a model can partly infer from the
+  user's activity, and then a trained model beats the "oracle".) Skipped without ground truth.
 
 AUC, GAUC (by did_index, weighted by impressions) and log loss for each, in ``metrics.json``.
 """
@@ -113,8 +116,31 @@ def logistic_regression_scores(
 
 
 # ------------------------------------------------------------------ oracle
-def oracle_scores(storage: Storage, test: dict[str, np.ndarray], keywords: list[str]) -> np.ndarray | None:
-    """True click probabilities from the generator's ground truth; None when there is none."""
+def target_show_counts(storage: Storage, test: dict[str, np.ndarray], interval_seconds: int) -> np.ndarray:
+    """Shows of each test sample's target keyword in its target interval (from train-ready)."""
+    from app.data.samples import explode
+
+    table = storage.read_table(
+        C.T_TRAINREADY, columns=[C.DID_INDEX, C.INTERVAL_STARTING_TIME, C.KWI, C.KWI_SHOW_COUNTS, C.KWI_CLICK_COUNTS]
+    )
+    long = explode(table, interval_seconds)
+    did_index = table.column(C.DID_INDEX).to_numpy()[long.user]
+    t_interval = test["interval_starting_time"] // interval_seconds
+    base = int(min(long.interval.min(initial=0), t_interval.min(initial=0)))
+    k = int(max(long.kwi.max(initial=0), test["target_kwi"].max(initial=0))) + 1
+    n_int = int(max(long.interval.max(initial=0), t_interval.max(initial=0))) - base + 1
+    key = (did_index * n_int + (long.interval - base)) * k + long.kwi
+    order = np.argsort(key)
+    key, shows = key[order], long.shows[order]
+    want = (test["did_index"] * n_int + (t_interval - base)) * k + test["target_kwi"]
+    pos = np.clip(np.searchsorted(key, want), 0, len(key) - 1)
+    return np.where(key[pos] == want, shows[pos], 1)
+
+
+def oracle_scores(
+    storage: Storage, test: dict[str, np.ndarray], keywords: list[str], interval_seconds: int = 86400
+) -> np.ndarray | None:
+    """True P(label = 1) from the generator's ground truth; None when there is none."""
     if not storage.exists(C.RAW_TRUTH) or not keywords:
         return None
     try:
@@ -127,10 +153,12 @@ def oracle_scores(storage: Storage, test: dict[str, np.ndarray], keywords: list[
     lookup = np.empty(int(did_index.max()) + 1, dtype=object)
     lookup[did_index] = dids
     kw = np.asarray(keywords, dtype=object)
-    return np.asarray(
+    p = np.asarray(
         Truth.load(storage).click_prob(lookup[test["did_index"]], kw[test["target_kwi"] - 1]),
         dtype=np.float64,
     )
+    n = target_show_counts(storage, test, interval_seconds)
+    return 1.0 - np.power(1.0 - p, n)
 
 
 # ------------------------------------------------------------------ the whole evaluation
@@ -166,7 +194,8 @@ def evaluate(
     if lr is not None:
         models["logistic_regression"] = click_metrics(users, labels, lr)
     if oracle:
-        truth = oracle_scores(storage, test, list(stats.get("keywords") or []))
+        truth = oracle_scores(storage, test, list(stats.get("keywords") or []),
+                              int(stats.get("interval_time_in_seconds", 86400)))
         if truth is not None:
             models["oracle"] = click_metrics(users, labels, truth)
     out: dict[str, Any] = {
