@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from app import constants as C
@@ -149,6 +148,3 @@ def run(cfg: DataConfig, storage: Storage) -> dict:
     report.add_quarantine({"click_without_show": int(stats["click_without_show"].sum())})
     report.extra = {"users": report.rows_out, "filtered_users": int(stats["filtered_users"].sum())}
     return report.finish(storage)
-
-
-__all__ = ["build_trainready", "run", "pc"]

@@ -65,9 +65,3 @@ def interval_start(seconds: np.ndarray | pa.Array, interval: int) -> np.ndarray:
     """Seed 000: ``t - t mod interval`` (interval 5 over 100..109 gives 100 x5, 105 x5)."""
     t = np.asarray(seconds, dtype=np.int64)
     return t - np.mod(t, interval)
-
-
-def day_string(seconds: np.ndarray) -> pa.Array:
-    """Epoch seconds -> ``YYYY-MM-DD`` (UTC) strings."""
-    days = np.asarray(seconds, dtype=np.int64) // 86400
-    return pc.strftime(pa.array(days.astype("datetime64[D]")), format="%Y-%m-%d")

@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from app.data.transforms import day_string, did_bucket, interval_start, parse_times, stable_hash
+from app.data.transforms import did_bucket, interval_start, parse_times, stable_hash
 
 
 def test_interval_starting_time_seed_example():
@@ -46,7 +46,3 @@ def test_did_bucket_stable_and_in_range():
 )
 def test_parse_times(text, expected):
     assert parse_times(pa.array([text], pa.string())).to_pylist() == [expected]
-
-
-def test_day_string():
-    assert day_string(np.array([1578414138, 0])).to_pylist() == ["2020-01-07", "1970-01-01"]
