@@ -38,6 +38,7 @@ def measure(root: str, cfg: TrainConfig) -> dict:
     m = train_driver_fn({**cfg.model_dump(mode="json"), "root": root, "version": new_version()})
     return {
         "workers": cfg.num_workers,
+        "cpus_per_worker": cfg.cpus_per_worker,
         "use_gpu": cfg.use_gpu,
         "global_batch": m.get("global_batch"),
         "examples_per_s": round(float(m.get("examples_per_s", 0.0)), 1),
@@ -55,6 +56,7 @@ def main() -> None:
     ap.add_argument("--keywords", type=int, default=100)
     ap.add_argument("--steps", type=int, default=60, help="steps per run (global batches)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--cpus", type=int, default=None, help="CPU cores to share among the workers (default: all)")
     ap.add_argument("--gpu-batch", type=int, default=16384)
     ap.add_argument("--root", default=None, help="storage root for the samples (default: a temp dir)")
     args = ap.parse_args()
@@ -78,8 +80,15 @@ def main() -> None:
     init_ray(num_cpus=os.cpu_count() if gpus else None)
     common = ["epochs=1", "validate_every_epoch=false", f"max_steps_per_epoch={args.steps}", "max_failures=0"]
     runs = []
+    cpus = args.cpus or os.cpu_count() or 1
     for w in args.workers:
-        cfg = load_config(TrainConfig, args.config, [*common, f"num_workers={w}", "use_gpu=false"])
+        # the workers share the machine's cores: each gets cpus / w (its TF intra-op threads)
+        per_worker = max(1, cpus // w)
+        cfg = load_config(
+            TrainConfig,
+            args.config,
+            [*common, f"num_workers={w}", "use_gpu=false", f"cpus_per_worker={per_worker}"],
+        )
         runs.append(measure(root, cfg))
     if gpus:
         cfg = load_config(

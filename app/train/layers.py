@@ -95,13 +95,43 @@ class AttentionUnit(tf.keras.layers.Layer):
             self.hidden.append(make_activation(activation, f"act_{i}"))
         self.out = tf.keras.layers.Dense(1, name="logit")
 
+    def build(self, input_shape):
+        # ``input_shape`` is that of ``query``: (B, D). The first Dense reads [q, k, q - k, q * k].
+        d = int(input_shape[-1])
+        self.hidden[0].build(tf.TensorShape([None, None, 4 * d]))
+        super().build(input_shape)
+
+    def _first_layer(self, query, keys, rows):
+        """``dense_0([q, k, q - k, q * k])`` of the valid keys, without tiling ``q``.
+
+        With the kernel split into the four ``D``-row blocks ``Wq, Wk, Wd, Wp`` the product is
+        ``q (Wq + Wd) + [k, q * k] [Wk - Wd; Wp] + b``: the query part is computed once per example
+        and gathered for its keys, and the per-key matmul reads 2D instead of 4D columns. Same
+        weights, same result as the concatenation (the NumPy oracle test checks the concat form).
+        ``keys`` are the valid keys ``(N, D)``, ``rows`` the example of each ``(N,)``.
+        """
+        dense = self.hidden[0]
+        d = tf.shape(query)[-1]
+        kernel = tf.cast(dense.kernel, keys.dtype)
+        wq, wk, wd, wp = kernel[:d], kernel[d : 2 * d], kernel[2 * d : 3 * d], kernel[3 * d :]
+        per_query = tf.matmul(query, wq + wd)  # (B, U)
+        if dense.use_bias:
+            per_query = per_query + tf.cast(dense.bias, keys.dtype)
+        q = tf.gather(query, rows)  # (N, D)
+        per_key = tf.matmul(tf.concat([keys, q * keys], axis=-1), tf.concat([wk - wd, wp], 0))
+        return per_key + tf.gather(per_query, rows)  # (N, U)
+
     def call(self, query, keys, mask, training=None):
-        t = tf.shape(keys)[1]
-        q = tf.tile(tf.expand_dims(query, 1), tf.stack([1, t, 1]))
-        x = tf.concat([q, keys, q - keys, q * keys], axis=-1)
-        for layer in self.hidden:
+        # The MLP runs on the valid (example, position) pairs only: histories are often far
+        # shorter than hist_len, and padding never reaches the output anyway. (Dice's batch
+        # statistics are therefore over valid keys, which is what they should describe.)
+        mask = tf.cast(mask, tf.bool)
+        where = tf.where(mask)  # (N, 2) int64
+        x = self._first_layer(query, tf.gather_nd(keys, where), where[:, 0])
+        for layer in self.hidden[1:]:
             x = layer(x, training=training) if isinstance(layer, Dice) else layer(x)
-        logits = tf.squeeze(self.out(x), axis=-1)  # (B, T)
+        valid_logits = tf.squeeze(self.out(x), axis=-1)  # (N,)
+        logits = tf.scatter_nd(where, valid_logits, tf.shape(mask, out_type=tf.int64))  # (B, T)
         mask = tf.cast(mask, tf.bool)
         maskf = tf.cast(mask, logits.dtype)
         if self.normalization == "softmax":
