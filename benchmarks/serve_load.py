@@ -5,7 +5,12 @@ request count and a time limit:
 
     noop         GET /noop                 the Serve floor (ingress only)
     noop_hop     GET /noop?via=scorer      the floor plus one handle call to the scoring deployment
-    score1       POST /score, one did      the scoring path
+    score1       POST /score, one did      the scoring path (the current model's score table when
+                                           it holds the did: no hop, no model call)
+    noop_post    POST /noop                the floor for a request with a body (Serve's replica calls
+                                           back to the proxy to fetch every body)
+    score1_get   GET /score?dids=<did>     one did as a query string (no body)
+    score1_din   POST /score?source=din    the same, always computed by DIN in the scoring deployment
     submit       POST /lookalike/extend-audience with a small seed file
 
 and prints p50/p99 latency, requests/s and error count for each, then one POST /score carrying
@@ -103,6 +108,10 @@ async def run(args: argparse.Namespace, url: str, key: str) -> list[dict[str, An
             "noop": lambda c: c.get("/noop"),
             "noop_hop": lambda c: c.get("/noop", params={"via": "scorer"}),
             "score1": lambda c: c.post("/score", json={"dids": [random.choice(args.dids)]}),
+            "noop_post": lambda c: c.post("/noop", json={"dids": [random.choice(args.dids)]}),
+            "score1_get": lambda c: c.get("/score", params={"dids": random.choice(args.dids)}),
+            "score1_din": lambda c: c.post("/score", params={"source": "din"},
+                                           json={"dids": [random.choice(args.dids)]}),
             "submit": lambda c: c.post("/lookalike/extend-audience", **seed_upload(args.dids, args.seeds)),
         }
         job_ids: list[str] = []
@@ -123,18 +132,21 @@ async def run(args: argparse.Namespace, url: str, key: str) -> list[dict[str, An
                 await point(name, conc)
         # one request carrying many dids x all keywords
         big = args.dids[: args.big_dids]
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            r = await client.post("/score", json={"dids": big})
-            times.append(time.perf_counter() - t0)
-        best = min(times)
-        res = {"bench": "serve_load", "endpoint": "score_many", "dids": len(big), "keywords": keywords,
-               "status": r.status_code, "scored": len(r.json().get("dids", [])) if r.status_code == 200 else 0,
-               "best_s": round(best, 4), "dids_per_s": round(len(big) / best, 1),
-               "scores_per_s": round(len(big) * keywords / best, 1)}
-        print(json.dumps(res), flush=True)
-        out.append(res)
+        for source in ("auto", "din"):
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                r = await client.post("/score", params={"source": source}, json={"dids": big})
+                times.append(time.perf_counter() - t0)
+            best = min(times)
+            ok = r.status_code == 200
+            res = {"bench": "serve_load", "endpoint": "score_many", "requested_source": source,
+                   "source": r.json().get("source") if ok else None, "dids": len(big), "keywords": keywords,
+                   "status": r.status_code, "scored": len(r.json().get("dids", [])) if ok else 0,
+                   "best_s": round(best, 4), "dids_per_s": round(len(big) / best, 1),
+                   "scores_per_s": round(len(big) * keywords / best, 1)}
+            print(json.dumps(res), flush=True)
+            out.append(res)
         if "submit" in args.endpoints:
             for conc in args.concurrency:
                 await point("submit", conc)
@@ -215,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=None)
     p.add_argument("--dids-from", default=None, help="storage root whose score table gives known dids")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 100])
-    p.add_argument("--endpoints", nargs="+", default=["noop", "noop_hop", "score1", "submit"])
+    p.add_argument("--endpoints", nargs="+", default=["noop", "noop_post", "noop_hop", "score1", "score1_get", "score1_din", "submit"])
     p.add_argument("--requests", type=int, default=1000, help="max requests per endpoint and concurrency")
     p.add_argument("--seconds", type=float, default=15.0, help="max seconds per endpoint and concurrency")
     p.add_argument("--seeds", type=int, default=100, help="seeds per submitted job")

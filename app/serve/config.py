@@ -59,6 +59,11 @@ class ServeConfig(StrictModel):
     max_score_dids: int = Field(10_000, ge=1)
     score_max_batch_size: int = Field(32, ge=1)
     score_batch_wait_s: float = Field(0.002, ge=0)
+    #: answer /score from the current model's score table when it has every did (no DIN call,
+    #: no hop to the scorer; exact while the table was made by the current model)
+    score_from_table: bool = True
+    #: seconds between registry checks for a new model / score table
+    score_table_refresh_s: float = Field(10.0, gt=0)
     #: default extension options (keys of app.extend.config.ExtendConfig); requests override some
     extend: dict[str, Any] = Field(default_factory=dict)
     #: injectable pieces, as ``module:attribute`` import paths (tests pass fakes)

@@ -103,6 +103,9 @@ class ScoreResponse(BaseModel):
     dids: list[str] = Field(description="scored dids, in request order (unknown ones left out)")
     scores: list[list[float]] = Field(description="one row per scored did, one column per keyword")
     unknown: list[str] = Field(description="dids without history (not scored)")
+    source: Literal["score_table", "din"] = Field(
+        description="score_table: the current model's precomputed scores; din: computed now by the model"
+    )
 
 
 class Health(BaseModel):

@@ -10,6 +10,7 @@ import io
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.integration.fixtures_serve import API_KEYS, FAKE_KEYWORDS
@@ -163,10 +164,24 @@ def test_score(serve_app):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model_version"] == "fake-v1" and body["keywords"] == FAKE_KEYWORDS
+    assert body["source"] == "din"  # no score table in this root: the scoring deployment answers
+    r = httpx.post(f"{url}/score", params={"source": "table"}, json={"dids": ["u3"]}, headers=H_ALICE)
+    assert r.status_code == 503 and "score table" in r.json()["detail"]
     assert body["dids"] == ["u3", "u10"] and body["unknown"] == ["nobody"]
     assert body["scores"][0] == pytest.approx([(3 * 7 + k) % 100 / 100 for k in range(5)])
     r = httpx.post(f"{url}/score", json={"dids": ["u10"], "keywords": ["music", "news"]}, headers=H_ALICE)
     assert r.json()["scores"] == [pytest.approx([0.73, 0.70])]
+    # the same as a query string (no body to fetch from the proxy)
+    r = httpx.get(f"{url}/score", params={"dids": ["u3", "nobody", "u10"]}, headers=H_ALICE)
+    assert r.status_code == 200 and r.json() == body
+    r = httpx.get(f"{url}/score", params={"dids": "u10", "keywords": ["music", "news"]}, headers=H_ALICE)
+    assert r.json()["scores"] == [pytest.approx([0.73, 0.70])]
+    for params, code in [({}, 422), ({"dids": "bad did"}, 422), ({"dids": "u1", "keywords": "nope"}, 422),
+                         ({"dids": "u1", "source": "fast"}, 422)]:
+        r = httpx.get(f"{url}/score", params=params, headers=H_ALICE)
+        assert r.status_code == code, (params, r.text)
+    assert httpx.get(f"{url}/score", params={"dids": "u1"}).status_code == 401
+    assert httpx.post(f"{url}/noop", json={"dids": ["u1"]}).status_code == 200
     big = [f"u{i}" for i in range(1000)]
     r = httpx.post(f"{url}/score", json={"dids": big}, headers=H_ALICE, timeout=30)
     assert r.status_code == 200 and len(r.json()["scores"]) == 1000 and len(r.json()["scores"][0]) == 5
@@ -239,6 +254,14 @@ def test_real_stack(request, serve_app):
         assert r.status_code == 200, r.text
         assert r.json()["dids"] == dids[:3] and r.json()["unknown"] == ["nobody"]
         assert all(0.0 <= x <= 1.0 for row in r.json()["scores"] for x in row)
+        # known dids only: the current model's score table answers, and it agrees with live DIN
+        fast = httpx.post(f"{serve_app.url}/score", json={"dids": dids[:20]}, headers=H_ALICE, timeout=60).json()
+        live = httpx.post(f"{serve_app.url}/score", params={"source": "din"}, json={"dids": dids[:20]},
+                          headers=H_ALICE, timeout=60).json()
+        assert live["source"] == "din" and fast["dids"] == live["dids"] == dids[:20]
+        if has_din:
+            assert fast["source"] == "score_table" and fast["model_version"] == live["model_version"]
+        assert np.allclose(fast["scores"], live["scores"], atol=1e-5)
     finally:
         serve_app.args = fake_args
         serve_app.restart()
