@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from app.config import validate
+from app.errors import ConfigError
 from app.registry import new_version
 from app.settings import get_settings
 from app.storage import Storage
@@ -190,12 +191,29 @@ def build_trainer(cfg: TrainConfig, root: str, version: str):
     )
 
 
+def check_resources(cfg: TrainConfig) -> None:
+    """On a local Ray (no autoscaler), refuse a worker group that can never be placed, instead of
+    letting Ray Train wait for it until its start timeout."""
+    import ray
+
+    if get_settings().ray_address:
+        return  # a cluster may scale up to fit
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    need = cfg.num_workers * cfg.cpus_per_worker
+    if need > cpus:
+        raise ConfigError(
+            f"num_workers={cfg.num_workers} x cpus_per_worker={cfg.cpus_per_worker} needs {need:g} CPUs; "
+            f"this Ray has {cpus:g}. Lower them, e.g. --set num_workers=1 cpus_per_worker={max(1, int(cpus))}"
+        )
+
+
 def fit_trainer(config: dict[str, Any]):
     """Train DIN with Ray Train; returns the ``ray.train.Result`` (latest checkpoint, metrics)."""
     cfg, root, version = split_config(config)
     storage = Storage(root)
     read_stats(storage, cfg.samples_run)  # fail fast, before any worker starts
     split_files(storage, cfg.samples_run, "train")
+    check_resources(cfg)
     log.info("training %s %s: %d worker(s), gpu=%s", cfg.name, version, cfg.num_workers, cfg.use_gpu)
     return build_trainer(cfg, root, version).fit()
 

@@ -46,3 +46,17 @@ def test_workers_revalidate_the_driver_dict():
     assert (root, version, cfg.name) == ("/tmp/x", "v1", "din")
     with pytest.raises(ConfigError):
         split_config({"epochs": "many"})
+
+
+def test_worker_group_larger_than_local_ray_is_refused(monkeypatch):
+    import ray
+
+    from app.errors import ConfigError
+    from app.train.driver import check_resources
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    check_resources(TrainConfig(num_workers=1, cpus_per_worker=2.0))
+    check_resources(TrainConfig(num_workers=2, cpus_per_worker=1.0))
+    with pytest.raises(ConfigError, match=r"needs 4 CPUs; this Ray has 2"):
+        check_resources(TrainConfig(num_workers=2, cpus_per_worker=2.0))
