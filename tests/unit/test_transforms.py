@@ -46,3 +46,37 @@ def test_did_bucket_stable_and_in_range():
 )
 def test_parse_times(text, expected):
     assert parse_times(pa.array([text], pa.string())).to_pylist() == [expected]
+
+
+def _reference_parse(col):
+    """The definition parse_times implements: the strict pattern, then Arrow's strptime."""
+    import pyarrow.compute as pc
+
+    from app.data.transforms import TIME_PATTERN
+
+    ok = pc.fill_null(pc.match_substring_regex(col, TIME_PATTERN), False)
+    ts = pc.strptime(pc.utf8_slice_codeunits(col, 0, 19), format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True)
+    return pc.if_else(ok, pc.cast(ts, pa.int64()), pa.scalar(None, pa.int64()))
+
+
+def test_parse_times_matches_regex_and_strptime_on_fuzzed_strings():
+    rng = np.random.default_rng(0)
+    years, months = ["2020", "0000", "1969", "9999", "1900", "2000"], ["01", "02", "03", "12", "13", "00", "1 "]
+    days, hours, mins, secs = ["01", "28", "29", "30", "31", "32", "00"], ["00", "23", "24"], ["00", "59", "60"], [
+        "00", "59", "60", "61", "62"]
+    values = []
+    for _ in range(20000):
+        s = f"{rng.choice(years)}-{rng.choice(months)}-{rng.choice(days)} {rng.choice(hours)}:{rng.choice(mins)}:{rng.choice(secs)}"
+        r = rng.random()
+        if r < 0.3:
+            s += "." + "".join(rng.choice(list("0123456789"), size=rng.integers(0, 8)))
+        elif r < 0.45:
+            k = int(rng.integers(len(s)))
+            s = s[:k] + str(rng.choice(list("0123456789-: .T/x"))) + s[k + 1 :]
+        elif r < 0.5:
+            s = s[: int(rng.integers(len(s) + 1))]
+        values.append(None if r > 0.99 else s)
+    col = pa.array(values, pa.string())
+    assert parse_times(col).to_pylist() == _reference_parse(col).to_pylist()
+    sliced = pa.chunked_array([col.slice(3, 50), col.slice(100, 70)])
+    assert parse_times(sliced).to_pylist() == _reference_parse(sliced).to_pylist()
