@@ -1,23 +1,39 @@
-"""Stage 3, clean show and click logs.
+"""Stage 3, clean show and click logs (and, fused into the same per-bucket pass, stage 4's output).
 
-Per raw block (Ray Data ``map_batches`` tasks fused with the read; lookup tables shipped once
-through the object store):
-whitelist slot ids and add ``media_category``; join keyword (via spread_app_id) and persona
-(gender, age, did_bucket); parse the timestamp. Every rejected row goes to the quarantine with one
-reason, checked in this order: ``missing_did``, ``bad_time``, ``unknown_slot``, ``unknown_app``,
-``rare_keyword``, ``unknown_did``. Clean rows are handed to the next step through a staging area,
-one Arrow IPC file per (block, did_bucket).
+Step 1, one Ray Data ``map_batches`` task per raw row group of either log (lookup tables shipped
+once through the object store): whitelist slot ids and add ``media_category``; join keyword (via
+spread_app_id) and persona (gender, age, did_bucket); parse the timestamp. Every rejected row goes
+to the quarantine with one reason, checked in this order: ``missing_did``, ``bad_time``,
+``unknown_slot``, ``unknown_app``, ``rare_keyword``, ``unknown_did``. Clean rows are handed to
+step 2 through a staging area, one Arrow IPC file per (row group, did_bucket).
 
-Then one task per did_bucket removes exact duplicates (a duplicate lands in the same day and
-bucket as its original, so this needs no global shuffle), quarantines the extra copies as
-``duplicate`` and writes the final partitions, which are swapped in atomically.
+Step 2, one task per did_bucket (both logs): remove exact duplicates (a duplicate has the same did
+and timestamp as its original, so the same bucket and day: no global shuffle), quarantine the
+extra copies as ``duplicate``, and write the final ``(day, did_bucket)`` partitions of
+``tables/showlog``, ``tables/clicklog`` *and* ``tables/logs`` (the unify stage's output). All
+three are swapped in atomically (journaled commits, :mod:`app.storage`).
+
+Why it is built this way (10M raw rows on 2 cores; see BENCHMARKS.md):
+
+- String columns stay dictionary-encoded from the Parquet read to the Parquet write: lookups,
+  hashes and the missing-did test run on the few distinct values of a row group, and the writer
+  takes the codes as they are. Only the timestamp is a plain string; it is parsed with numpy
+  (:func:`app.data.transforms.parse_time_fields`).
+- Deduplication compares a 64-bit hash of the 9 raw fields per row, computed in step 1 from the
+  per-value hashes of the dictionaries; only rows whose hash occurs twice are then grouped on the
+  real values, so the result is exact (a hash collision only costs a comparison).
+- Unify is folded into step 2 because it needs exactly what step 2 holds in memory (a bucket's
+  clean show and click rows with their parsed seconds); as its own stage it re-read and re-parsed
+  every row (about a third of the old clean time). ``python -m app data unify`` still rebuilds
+  ``tables/logs`` from the cleaned tables alone (:mod:`app.data.unify`), and the pipeline records
+  the fusion in the unify report.
 """
 
 from __future__ import annotations
 
 import posixpath
 import uuid
-from collections import Counter
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,14 +42,29 @@ import pyarrow.parquet as pq
 
 from app import constants as C
 from app.data.config import DataConfig
-from app.data.io import StageReport, input_files, read_input, read_unit, row_group_units
+from app.data.io import StageReport, input_files, read_input, read_unit, row_group_units, write_parquet
 from app.data.keywords import load_keywords
 from app.data.persona import load_persona
-from app.data.transforms import parse_times
+from app.data.transforms import (
+    as_dictionary,
+    days_to_strings,
+    dictionary_hash,
+    mix_hash,
+    parse_time_fields,
+)
 from app.storage import Storage
 
 LOGS = {"showlog": (C.SHOW_TIME, C.T_SHOWLOG), "clicklog": (C.CLICK_TIME, C.T_CLICKLOG)}
+LOG_RAW_COLUMNS = {"showlog": C.SHOWLOG_COLUMNS, "clicklog": C.CLICKLOG_COLUMNS}
 REASONS = ["missing_did", "bad_time", "unknown_slot", "unknown_app", "rare_keyword", "unknown_did"]
+
+#: the raw fields of a cleaned row; every other column is a function of these (lookups, the day)
+DEDUP_KEY = [C.DID, C.ADV_ID, C.MEDIA, C.SLOT_ID, C.SPREAD_APP_ID, C.DEVICE_NAME, C.NET_TYPE, C.PRICE_MODEL,
+             C.ACTION_TIME]
+#: internal columns of the staged rows (never written to a table)
+SECS, DAYNUM, HASH = "_secs", "_day", "_hash"
+#: the columns of a (day, did_bucket) partition file (partition values live in the path)
+BODY_COLUMNS = [c for c in C.CLEAN_LOG_COLUMNS if c not in (C.DAY, C.DID_BUCKET)]
 
 
 def build_lookups(storage: Storage, cfg: DataConfig) -> dict[str, pa.Table]:
@@ -52,78 +83,143 @@ def build_lookups(storage: Storage, cfg: DataConfig) -> dict[str, pa.Table]:
     }
 
 
-def _take(table: pa.Table, idx: pa.Array, column: str) -> pa.Array:
-    return pc.take(table[column], idx)
+def _encode(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """(int32 code per row, distinct values) of a small lookup column, for dictionary outputs."""
+    d = as_dictionary(values)
+    return pc.fill_null(d.indices, 0).to_numpy().astype(np.int32), d.dictionary
+
+
+class Lookups:
+    """The lookup tables as numpy arrays indexed by position in each table's key column."""
+
+    def __init__(self, tables: dict[str, pa.Table]):
+        slots, apps, persona = tables["slots"], tables["apps"], tables["persona"]
+        self.slot_ids = slots[C.SLOT_ID].combine_chunks()
+        self.media_code, self.media_values = _encode(slots[C.MEDIA_CATEGORY])
+        self.app_ids = apps[C.SPREAD_APP_ID].combine_chunks()
+        self.keyword_code, self.keyword_values = _encode(apps[C.KEYWORD])
+        kwi = apps[C.KEYWORD_INDEX].combine_chunks()
+        self.app_known = kwi.is_valid().to_numpy(zero_copy_only=False)
+        self.keyword_index = pc.fill_null(kwi, 0).to_numpy().astype(np.int32)
+        self.kept = pc.fill_null(apps["kept"].combine_chunks(), False).to_numpy(zero_copy_only=False)
+        self.dids = persona[C.DID].combine_chunks()
+        self.gender = persona[C.GENDER].to_numpy().astype(np.int32)
+        self.age = persona[C.AGE].to_numpy().astype(np.int32)
+        self.bucket = persona[C.DID_BUCKET].to_numpy().astype(np.int32)
+
+
+def _codes(col: pa.DictionaryArray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(dictionary index per row with nulls as 0, null mask or None)."""
+    if col.null_count:
+        return pc.fill_null(col.indices, 0).to_numpy(), col.is_null().to_numpy(zero_copy_only=False)
+    return col.indices.to_numpy(), None
+
+
+def _position(col: pa.DictionaryArray, value_set: pa.Array) -> np.ndarray:
+    """Row -> position of its value in ``value_set``; -1 where absent or null."""
+    per_value = pc.fill_null(pc.index_in(col.dictionary, value_set=value_set), -1).to_numpy()
+    idx, null = _codes(col)
+    pos = per_value[idx] if len(per_value) else np.full(len(col), -1, np.int32)
+    if null is not None:
+        pos = np.where(null, -1, pos)
+    return pos
+
+
+def clean_table(
+    raw: pa.Table, time_col: str, lookups: Lookups, day_range: tuple[int, int] | None = None
+) -> tuple[pa.Table, pa.Table, dict[str, int]]:
+    """(clean rows, quarantined rows with reason, counts), vectorized over dictionary codes.
+
+    The clean rows carry the internal columns ``_secs`` (epoch seconds), ``_day`` (epoch day)
+    and ``_hash`` (equal for rows with equal :data:`DEDUP_KEY` fields) and no ``day`` string.
+    """
+    n = raw.num_rows
+    cols = {c: as_dictionary(raw[c]) for c in raw.column_names if c != time_col}
+    reason = np.zeros(n, dtype=np.int8)  # 0 = clean, else 1 + index in REASONS
+
+    def mark(mask: np.ndarray, name: str) -> None:
+        reason[(reason == 0) & mask] = REASONS.index(name) + 1
+
+    did = cols[C.DID]
+    empty = pc.fill_null(pc.equal(did.dictionary, ""), True).to_numpy(zero_copy_only=False)
+    idx, null = _codes(did)
+    missing = empty[idx] if len(empty) else np.ones(n, dtype=bool)
+    mark(missing if null is None else missing | null, "missing_did")
+    secs, time_ok, time_key = parse_time_fields(raw[time_col])
+    mark(~time_ok, "bad_time")
+    slot_pos = _position(cols[C.SLOT_ID], lookups.slot_ids)
+    mark(slot_pos < 0, "unknown_slot")
+    app_pos = _position(cols[C.SPREAD_APP_ID], lookups.app_ids)
+    app_safe = np.maximum(app_pos, 0)
+    known = (app_pos >= 0) & lookups.app_known[app_safe] if len(lookups.app_known) else app_pos >= 0
+    mark(~known, "unknown_app")
+    kept = known & lookups.kept[app_safe] if len(lookups.kept) else known
+    mark(~kept, "rare_keyword")
+    did_pos = _position(did, lookups.dids)
+    mark(did_pos < 0, "unknown_did")
+
+    free = reason == 0
+    if day_range is not None:  # rows outside the requested days are not this run's business
+        free &= (secs >= day_range[0]) & (secs < day_range[1])
+    counts = np.bincount(reason, minlength=len(REASONS) + 1)
+    rejected = reason > 0
+    quarantine = raw.filter(pa.array(rejected))
+    quarantine = quarantine.cast(pa.schema([(c, pa.string()) for c in quarantine.column_names]))
+    quarantine = quarantine.append_column(
+        C.REASON, pa.array(np.array(REASONS, dtype=object)[reason[rejected] - 1], pa.string())
+    )
+
+    keep = pa.array(free)
+    rows = np.flatnonzero(free)
+    kept_cols = {c: cols[c].filter(keep) for c in cols}
+    slot_k, app_k, did_k = slot_pos[rows], app_pos[rows], did_pos[rows]
+    secs_k = secs[rows]
+    # dedup pre-selection key: did and timestamp (seconds + fraction) tell rows apart; rows with
+    # equal hashes are then compared on all DEDUP_KEY values (duplicate_rows), so it stays exact
+    h = mix_hash(mix_hash(dictionary_hash(kept_cols[C.DID]), secs_k), time_key[rows])
+    clean = pa.table(
+        {
+            C.SPREAD_APP_ID: kept_cols[C.SPREAD_APP_ID],
+            C.DID: kept_cols[C.DID],
+            C.ADV_ID: kept_cols[C.ADV_ID],
+            C.MEDIA: kept_cols[C.ADV_TYPE],
+            C.SLOT_ID: kept_cols[C.SLOT_ID],
+            C.DEVICE_NAME: kept_cols[C.DEVICE_NAME],
+            C.NET_TYPE: kept_cols[C.NET_TYPE],
+            C.PRICE_MODEL: kept_cols[C.ADV_BILL_MODE_CD],
+            C.ACTION_TIME: raw[time_col].filter(keep),
+            C.MEDIA_CATEGORY: pa.DictionaryArray.from_arrays(lookups.media_code[slot_k], lookups.media_values),
+            C.GENDER: pa.array(lookups.gender[did_k]),
+            C.AGE: pa.array(lookups.age[did_k]),
+            C.KEYWORD: pa.DictionaryArray.from_arrays(lookups.keyword_code[app_k], lookups.keyword_values),
+            C.KEYWORD_INDEX: pa.array(lookups.keyword_index[app_k]),
+            C.DID_BUCKET: pa.array(lookups.bucket[did_k]),
+            SECS: pa.array(secs_k),
+            DAYNUM: pa.array((secs_k // 86400).astype(np.int32)),
+            HASH: pa.array(h),
+        }
+    )
+    named = {name: int(counts[i + 1]) for i, name in enumerate(REASONS) if counts[i + 1]}
+    return clean, quarantine, named
 
 
 def clean_batch(
     raw: pa.Table, time_col: str, lookups: dict[str, pa.Table], day_range: tuple[int, int] | None = None
 ) -> tuple[pa.Table, pa.Table, dict[str, int]]:
-    """(clean rows, quarantined rows with reason, counts). Pure: the unit tests call it directly."""
-    n = raw.num_rows
-    reason = np.full(n, "", dtype=object)
-    free = np.ones(n, dtype=bool)
-
-    def mark(mask: np.ndarray, name: str) -> None:
-        hit = mask & free
-        reason[hit] = name
-        free[hit] = False
-
-    did = raw[C.DID]
-    mark(pc.fill_null(pc.equal(did, ""), True).to_numpy(zero_copy_only=False), "missing_did")
-    secs = parse_times(raw[time_col])
-    mark(pc.is_null(secs).to_numpy(zero_copy_only=False), "bad_time")
-    slot_idx = pc.index_in(raw[C.SLOT_ID], value_set=lookups["slots"][C.SLOT_ID])
-    mark(pc.is_null(slot_idx).to_numpy(zero_copy_only=False), "unknown_slot")
-    apps = lookups["apps"]
-    app_idx = pc.index_in(raw[C.SPREAD_APP_ID], value_set=apps[C.SPREAD_APP_ID])
-    kw_index = pc.take(apps[C.KEYWORD_INDEX], app_idx)
-    mark(pc.is_null(kw_index).to_numpy(zero_copy_only=False), "unknown_app")
-    kept = pc.fill_null(pc.take(apps["kept"], app_idx), False)
-    mark(pc.invert(kept).to_numpy(zero_copy_only=False), "rare_keyword")
-    persona = lookups["persona"]
-    p_idx = pc.index_in(did, value_set=persona[C.DID])
-    mark(pc.is_null(p_idx).to_numpy(zero_copy_only=False), "unknown_did")
-
-    if day_range is not None:  # rows outside the requested days are not this run's business
-        secs_np = pc.fill_null(secs, 0).to_numpy()
-        outside = free & ((secs_np < day_range[0]) | (secs_np >= day_range[1]))
-        free &= ~outside
-    counts = Counter(reason[~free & (reason != "")].tolist())
-    qmask = pa.array(reason != "")
-    quarantine = raw.filter(qmask).append_column(C.REASON, pa.array(reason[reason != ""].astype(str), pa.string()))
-
-    keep = pa.array(free)
-    rows = raw.filter(keep)
-    s_idx, a_idx, pp_idx = slot_idx.filter(keep), app_idx.filter(keep), p_idx.filter(keep)
-    clean = pa.table(
-        {
-            C.SPREAD_APP_ID: rows[C.SPREAD_APP_ID],
-            C.DID: rows[C.DID],
-            C.ADV_ID: rows[C.ADV_ID],
-            C.MEDIA: rows[C.ADV_TYPE],
-            C.SLOT_ID: rows[C.SLOT_ID],
-            C.DEVICE_NAME: rows[C.DEVICE_NAME],
-            C.NET_TYPE: rows[C.NET_TYPE],
-            C.PRICE_MODEL: rows[C.ADV_BILL_MODE_CD],
-            C.ACTION_TIME: rows[time_col],
-            C.MEDIA_CATEGORY: _take(lookups["slots"], s_idx, C.MEDIA_CATEGORY),
-            C.GENDER: _take(persona, pp_idx, C.GENDER),
-            C.AGE: _take(persona, pp_idx, C.AGE),
-            C.KEYWORD: _take(apps, a_idx, C.KEYWORD),
-            C.KEYWORD_INDEX: _take(apps, a_idx, C.KEYWORD_INDEX),
-            # the timestamp passed the strict pattern, so its first 10 characters are the UTC day
-            C.DAY: pc.utf8_slice_codeunits(rows[time_col], 0, 10),
-            C.DID_BUCKET: _take(persona, pp_idx, C.DID_BUCKET),
-        }
-    )
-    return clean, quarantine, dict(counts)
+    """(clean rows in the cleaned-log schema, quarantined rows with reason, counts). Pure: the unit
+    tests call it directly; the pipeline uses :func:`clean_table` (same rows, internal columns)."""
+    clean, quarantine, counts = clean_table(raw, time_col, Lookups(lookups), day_range)
+    days = clean[DAYNUM].to_numpy()
+    uniq, inv = np.unique(days, return_inverse=True)
+    day = pa.DictionaryArray.from_arrays(inv.astype(np.int32), pa.array(days_to_strings(uniq), pa.string()))
+    out = clean.append_column(C.DAY, day)
+    return out.select(C.CLEAN_LOG_COLUMNS), quarantine, counts
 
 
-_LOOKUP_CACHE: dict[str, dict[str, pa.Table]] = {}
+_LOOKUP_CACHE: dict[str, Lookups] = {}
 
 
-def _lookups(holder: list) -> dict[str, pa.Table]:
+def _lookups(holder: list) -> Lookups:
     """The lookup tables, fetched from the object store once per worker process and run."""
     import ray
 
@@ -131,101 +227,178 @@ def _lookups(holder: list) -> dict[str, pa.Table]:
     key = ref.hex()
     if key not in _LOOKUP_CACHE:
         _LOOKUP_CACHE.clear()
-        _LOOKUP_CACHE[key] = ray.get(ref)
+        _LOOKUP_CACHE[key] = Lookups(ray.get(ref))
     return _LOOKUP_CACHE[key]
 
 
-def clean_block(batch: dict, lookups_ref: list, columns: list[str], time_col: str, staging: str,
-                quarantine_staging: str, root: str, day_range: tuple[int, int] | None) -> pa.Table:
-    """Ray Data task: clean one row group, write clean rows (by day, bucket) and quarantine to staging.
+def _write_ipc(storage: Storage, path: str, table: pa.Table) -> None:
+    storage.fs.create_dir(posixpath.dirname(path), recursive=True)
+    with storage.fs.open_output_stream(path) as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def _split_points(keys: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """(order that sorts ``keys`` stably or None if already sorted, sorted keys, run boundaries in
+    sorted order including both ends)."""
+    order = None
+    if len(keys) and not np.all(keys[1:] >= keys[:-1]):
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+    edges = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True]) if len(keys) else np.array([0])
+    return order, keys, edges
+
+
+def clean_block(batch: dict, lookups_ref: list, logs: dict, root: str, day_range: tuple[int, int] | None) -> pa.Table:
+    """Ray Data task: clean one row group, stage its clean rows per bucket (Arrow IPC) and write
+    its quarantined rows.
 
     Tasks over row-group work items that read with pyarrow themselves: an actor pool holding both
     CPUs of a 2-CPU machine starves Ray Data's own read tasks (deadlock), and Ray Data's Parquet
     datasource cost 15+ s of scheduling for 100k rows here, against 0.1 s for the read itself.
     """
     storage = Storage(root)
-    raw = pa.concat_tables(
-        [read_unit(f, rg, columns) for f, rg in zip(batch["file"], batch["row_group"], strict=True)]
-    )
-    clean, quarantine, counts = clean_batch(raw, time_col, _lookups(lookups_ref), day_range)
-    tag = uuid.uuid4().hex[:12]
-    if clean.num_rows:
-        # internal hand-over to the dedup tasks: Arrow IPC, one file per bucket (10x cheaper to
-        # write than partitioned Parquet); the day stays a column until the final write
-        buckets = clean[C.DID_BUCKET].to_numpy()
-        order = np.argsort(buckets, kind="stable")
-        sorted_b = buckets[order]
-        edges = np.flatnonzero(np.r_[True, sorted_b[1:] != sorted_b[:-1], True])
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-            part = clean.take(pa.array(order[lo:hi]))
-            path = storage.path(staging, f"{C.DID_BUCKET}={int(sorted_b[lo])}", f"b-{tag}.arrow")
-            storage.fs.create_dir(posixpath.dirname(path), recursive=True)
-            with storage.fs.open_output_stream(path) as sink, pa.ipc.new_file(sink, part.schema) as writer:
-                writer.write_table(part)
-    if quarantine.num_rows:
-        pq.write_table(quarantine, storage.path(quarantine_staging, f"q-{tag}.parquet"), filesystem=storage.fs)
-    names = ["rows_in", "rows_out", *REASONS]
-    values = [raw.num_rows, clean.num_rows, *[counts.get(r, 0) for r in REASONS]]
-    return pa.table({"name": names, "value": pa.array(values, pa.int64())})
-
-
-#: the raw fields of a cleaned row; every other column is a function of these (lookups, the day)
-DEDUP_KEY = [C.DID, C.ADV_ID, C.MEDIA, C.SLOT_ID, C.SPREAD_APP_ID, C.DEVICE_NAME, C.NET_TYPE, C.PRICE_MODEL,
-             C.ACTION_TIME]
+    names, values, which = [], [], []
+    for f, rg, log in zip(batch["file"], batch["row_group"], batch["log"], strict=True):
+        info = logs[log]
+        columns = info["columns"]
+        raw = read_unit(f, rg, columns, dictionary=tuple(c for c in columns if c != info["time_col"]))
+        clean, quarantine, counts = clean_table(raw, info["time_col"], _lookups(lookups_ref), day_range)
+        tag = uuid.uuid4().hex[:12]
+        if clean.num_rows:
+            # sorted by (bucket, day): one staged file per bucket, each day a contiguous run in it
+            bucket = clean[C.DID_BUCKET].to_numpy()
+            order, _key, _edges = _split_points(bucket.astype(np.int64) << 32 | clean[DAYNUM].to_numpy())
+            if order is not None:
+                clean = clean.take(pa.array(order))
+                bucket = bucket[order]
+            _order, buckets, edges = _split_points(bucket)
+            for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+                part = clean.slice(lo, hi - lo)
+                _write_ipc(storage, storage.path(info["staging"], f"{C.DID_BUCKET}={int(buckets[lo])}",
+                                                 f"b-{tag}.arrow"), part)
+        if quarantine.num_rows:
+            pq.write_table(quarantine, storage.path(info["qstaging"], f"q-{tag}.parquet"), filesystem=storage.fs)
+        row = {"rows_in": raw.num_rows, "rows_out": clean.num_rows, **counts}
+        for k, v in row.items():
+            names.append(k)
+            values.append(int(v))
+            which.append(log)
+    return pa.table({"log": which, "name": names, "value": pa.array(values, pa.int64())})
 
 
 def dedup_partition(table: pa.Table, key: list[str] | None = None) -> tuple[pa.Table, pa.Table]:
     """(distinct rows, extra copies of exact duplicates). Pure.
 
     Rows are compared on ``key`` (default: every column). For cleaned logs the raw fields suffice:
-    the joined columns are functions of them, and grouping on 9 strings beats grouping on 16.
+    the joined columns are functions of them.
+    """
+    extra = duplicate_rows(table, key)
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[extra] = False
+    return table.filter(pa.array(keep)), table.take(pa.array(extra, pa.int64()))
+
+
+def duplicate_rows(table: pa.Table, key: list[str] | None = None, hashes: np.ndarray | None = None) -> np.ndarray:
+    """Row numbers of the extra copies of exact duplicates (every copy after a group's first row).
+
+    With ``hashes`` (equal rows have equal hashes), only rows whose hash occurs more than once are
+    compared on their values, which is what makes deduplicating millions of rows cheap.
     """
     key = key or table.column_names
-    idx = pa.array(np.arange(table.num_rows, dtype=np.int64))
-    grouped = table.select(key).append_column("_row", idx).group_by(key, use_threads=False).aggregate(
-        [("_row", "min"), ([], "count_all")]
+    if hashes is not None:
+        order = np.argsort(hashes)
+        sorted_h = hashes[order]
+        same = sorted_h[1:] == sorted_h[:-1]
+        cand = np.zeros(len(hashes), dtype=bool)
+        cand[1:] |= same
+        cand[:-1] |= same
+        rows = np.sort(order[cand])
+    else:
+        rows = np.arange(table.num_rows, dtype=np.int64)
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.int64)
+    sub = table.select(key).take(pa.array(rows))
+    sub = sub.cast(pa.schema([(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+                              for f in sub.schema]))
+    grouped = sub.append_column("_row", pa.array(rows, pa.int64())).group_by(key, use_threads=False).aggregate(
+        [("_row", "min")]
     )
-    first = grouped["_row_min"].to_numpy()
-    counts = grouped["count_all"].to_numpy()
-    distinct = table.take(pa.array(np.sort(first)))
-    dup_rows = np.repeat(first, np.maximum(counts - 1, 0))
-    return distinct, table.take(pa.array(dup_rows, pa.int64()))
+    first = np.zeros(table.num_rows, dtype=bool)
+    first[grouped["_row_min"].to_numpy()] = True
+    return rows[~first[rows]]
 
 
-def dedup_bucket(batch: dict, root: str, staging: str, final: str, qstaging: str) -> dict:
-    """Ray Data task for one did_bucket: dedup its staged rows, write (day, did_bucket) partitions.
+def _staged_days(storage: Storage, staging: str, bucket: int) -> dict[int, list[pa.RecordBatch]]:
+    """A bucket's staged rows: epoch day -> its runs (one per staged file), with the dictionaries
+    of all files unified, so a day's runs concatenate without re-encoding."""
+    files = storage.list_files(staging, f"{C.DID_BUCKET}={bucket}", suffix=".arrow")
+    if not files:
+        return {}
+    parts = []
+    for f in files:
+        source = pa.memory_map(f) if not storage._scheme else storage.fs.open_input_file(f)
+        parts.append(pa.ipc.open_file(source).read_all())
+    runs: dict[int, list[pa.RecordBatch]] = {}
+    for batch in pa.concat_tables(parts).unify_dictionaries().to_batches():
+        _order, days, edges = _split_points(batch.column(DAYNUM).to_numpy())  # staged day-sorted
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+            runs.setdefault(int(days[lo]), []).append(batch.slice(lo, hi - lo))
+    return runs
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    return table.cast(pa.schema([(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+                                 for f in table.schema]))
+
+
+def finish_bucket(batch: dict, root: str, logs: dict, logs_final: str, interval: int) -> dict:
+    """Ray Data task for did_buckets: per day, dedup each log's staged rows, then write the
+    (day, did_bucket) partitions of the show log, the click log and the unified logs.
 
     An exact duplicate has the same did (so the same bucket) and the same timestamp (so the same
-    day) as its original, so deduplicating a bucket's rows at once finds every duplicate.
+    day) as its original, so deduplicating a (day, bucket)'s rows at once finds every duplicate.
     """
+    from app.data.unify import unify_view
+
     storage = Storage(root)
-    out_rows, dups = 0, 0
+    out = {f"{log}_{k}": 0 for log in LOGS for k in ("rows_out", "duplicate")}
+    out["logs_rows"] = 0
     for bucket in batch["bucket"]:
-        files = storage.list_files(staging, f"{C.DID_BUCKET}={bucket}", suffix=".arrow")
-        if not files:
-            continue
-        parts = []
-        for f in files:
-            with storage.fs.open_input_file(f) as src:
-                parts.append(pa.ipc.open_file(src).read_all())
-        table = pa.concat_tables(parts)
-        distinct, extra = dedup_partition(table, DEDUP_KEY)
-        days = distinct[C.DAY].to_numpy(zero_copy_only=False)
-        order = np.argsort(days, kind="stable")
-        sorted_days = days[order]
-        edges = np.flatnonzero(np.r_[True, sorted_days[1:] != sorted_days[:-1], True])
-        body = distinct.drop_columns([C.DAY, C.DID_BUCKET])  # partition columns live in the path
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-            part = f"{C.DAY}={sorted_days[lo]}/{C.DID_BUCKET}={bucket}"
-            storage.makedirs(final, part)
-            pq.write_table(body.take(pa.array(order[lo:hi])), storage.path(final, part, "part-0.parquet"),
-                           filesystem=storage.fs)
-        if extra.num_rows:
-            q = extra.append_column(C.REASON, pa.array(["duplicate"] * extra.num_rows, pa.string()))
-            pq.write_table(q, storage.path(qstaging, f"dup-{uuid.uuid4().hex[:12]}.parquet"), filesystem=storage.fs)
-        out_rows += distinct.num_rows
-        dups += extra.num_rows
-    return {"rows_out": np.array([out_rows]), "duplicate": np.array([dups])}
+        staged = {log: _staged_days(storage, logs[log]["staging"], int(bucket)) for log in LOGS}
+        dups: dict[str, list[pa.Table]] = {log: [] for log in LOGS}
+        for daynum in sorted(set().union(*[set(runs) for runs in staged.values()])):
+            day = days_to_strings([daynum])[0]
+            part = f"{C.DAY}={day}/{C.DID_BUCKET}={bucket}"
+            views = []
+            for is_click, log in enumerate(LOGS):
+                runs = staged[log].get(daynum)
+                if not runs:
+                    continue
+                table = pa.Table.from_batches(runs).combine_chunks()
+                extra = duplicate_rows(table, DEDUP_KEY, table[HASH].to_numpy())
+                if len(extra):
+                    q = _plain(table.take(pa.array(extra)).select(BODY_COLUMNS))
+                    q = q.append_column(C.DAY, pa.array([day] * len(extra), pa.string()))
+                    q = q.append_column(C.DID_BUCKET, pa.array(np.full(len(extra), bucket, np.int32)))
+                    dups[log].append(q.append_column(C.REASON, pa.array(["duplicate"] * len(extra), pa.string())))
+                    keep = np.ones(table.num_rows, dtype=bool)
+                    keep[extra] = False
+                    table = table.filter(pa.array(keep))
+                storage.makedirs(logs[log]["final"], part)
+                write_parquet(table.select(BODY_COLUMNS), storage.path(logs[log]["final"], part, "part-0.parquet"),
+                              storage.fs)
+                views.append(unify_view(table, table[SECS].to_numpy(), interval, is_click))
+                out[f"{log}_rows_out"] += table.num_rows
+                out[f"{log}_duplicate"] += len(extra)
+            # the day's shows then its clicks, one row group each (each keeps its own dictionaries)
+            storage.makedirs(logs_final, part)
+            write_parquet(views, storage.path(logs_final, part, "part-0.parquet"), storage.fs)
+            out["logs_rows"] += sum(v.num_rows for v in views)
+        for log, tables in dups.items():
+            if tables:
+                pq.write_table(pa.concat_tables(tables), storage.path(
+                    logs[log]["qstaging"], f"dup-b{int(bucket)}-{uuid.uuid4().hex[:12]}.parquet"), filesystem=storage.fs)
+    return {k: np.array([v]) for k, v in out.items()}
 
 
 def day_bounds(cfg: DataConfig) -> tuple[int, int] | None:
@@ -236,50 +409,57 @@ def day_bounds(cfg: DataConfig) -> tuple[int, int] | None:
     return lo, hi
 
 
-def run_log(cfg: DataConfig, storage: Storage, log: str, lookups_ref) -> dict:
+def run(cfg: DataConfig, storage: Storage) -> dict[str, Any]:
+    """Both logs: clean (step 1), dedup + write (step 2). Returns the clean_showlog and
+    clean_clicklog reports; writes the unify report for ``tables/logs`` written alongside."""
     import ray
 
-    time_col, dest = LOGS[log]
-    report = StageReport(f"clean_{log}")
-    columns = C.SHOWLOG_COLUMNS if log == "showlog" else C.CLICKLOG_COLUMNS
-    files = input_files(storage, log, getattr(cfg.raw, log), columns)
-    staging = storage.new_staging(f"{log}-clean")
-    final = storage.new_staging(f"{log}-final")
-    qstaging = storage.new_staging(f"{log}-quarantine")
+    reports = {log: StageReport(f"clean_{log}") for log in LOGS}
+    unify_report = StageReport("unify")
+    lookups_ref = ray.put(build_lookups(storage, cfg))
+    logs, units = {}, []
+    for log, (time_col, _dest) in LOGS.items():
+        columns = LOG_RAW_COLUMNS[log]
+        files = input_files(storage, log, getattr(cfg.raw, log), columns)
+        logs[log] = {
+            "columns": columns, "time_col": time_col, "files": len(files),
+            "staging": storage.new_staging(f"{log}-clean"), "final": storage.new_staging(f"{log}-final"),
+            "qstaging": storage.new_staging(f"{log}-quarantine"),
+        }
+        units += [{**u, "log": log} for u in row_group_units(files)]
+    logs_final = storage.new_staging("logs")
     stats = (
-        ray.data.from_items(row_group_units(files))
+        ray.data.from_items(units)
         .map_batches(
             clean_block,
-            fn_kwargs={
-                "lookups_ref": [lookups_ref], "columns": columns, "time_col": time_col, "staging": staging,
-                "quarantine_staging": qstaging, "root": storage.root, "day_range": day_bounds(cfg),
-            },
+            fn_kwargs={"lookups_ref": [lookups_ref], "logs": logs, "root": storage.root,
+                       "day_range": day_bounds(cfg)},
             batch_size=1,
         )
         .to_pandas()
     )
-    totals = stats.groupby("name")["value"].sum().to_dict()
+    totals = stats.groupby(["log", "name"])["value"].sum().to_dict()
     buckets = ray.data.from_items([{"bucket": b} for b in range(cfg.did_bucket_num)])
-    dedup = buckets.map_batches(
-        dedup_bucket, batch_size=1,
-        fn_kwargs={"root": storage.root, "staging": staging, "final": final, "qstaging": qstaging},
+    done = buckets.map_batches(
+        finish_bucket, batch_size=1,
+        fn_kwargs={"root": storage.root, "logs": logs, "logs_final": logs_final,
+                   "interval": cfg.interval_time_in_seconds},
     ).to_pandas()
-    leaves = storage.commit_partitions(final, dest)
-    storage.delete(staging)
-    storage.commit_replace(qstaging, f"{C.T_QUARANTINE}/{log}")
-    report.rows_in = int(totals.get("rows_in", 0))
-    report.rows_out = int(dedup["rows_out"].sum())
-    report.add_quarantine({r: totals.get(r, 0) for r in REASONS})
-    report.add_quarantine({"duplicate": int(dedup["duplicate"].sum())})
-    report.extra = {"partitions": len(leaves), "input_files": len(files)}
-    return report.finish(storage)
-
-
-def run(cfg: DataConfig, storage: Storage) -> dict:
-    import ray
-
-    lookups_ref = ray.put(build_lookups(storage, cfg))
-    return {log: run_log(cfg, storage, log, lookups_ref) for log in LOGS}
-
-
-
+    out: dict[str, Any] = {}
+    for log, (_time_col, dest) in LOGS.items():
+        leaves = storage.commit_partitions(logs[log]["final"], dest)
+        storage.delete(logs[log]["staging"])
+        storage.commit_replace(logs[log]["qstaging"], f"{C.T_QUARANTINE}/{log}")
+        rep = reports[log]
+        rep.rows_in = int(totals.get((log, "rows_in"), 0))
+        rep.rows_out = int(done[f"{log}_rows_out"].sum())
+        rep.add_quarantine({r: totals.get((log, r), 0) for r in REASONS})
+        rep.add_quarantine({"duplicate": int(done[f"{log}_duplicate"].sum())})
+        rep.extra = {"partitions": len(leaves), "input_files": logs[log]["files"]}
+        out[log] = rep.finish(storage)
+    leaves = storage.commit_partitions(logs_final, C.T_LOGS)
+    unify_report.rows_in = out["showlog"]["rows_out"] + out["clicklog"]["rows_out"]
+    unify_report.rows_out = int(done["logs_rows"].sum())
+    unify_report.extra = {"partitions": len(leaves), "written_by": "clean"}
+    unify_report.finish(storage)  # the pipeline reports it as the unify stage's (see pipeline.py)
+    return out

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 
 from app import constants as C
-from app.data.clean_logs import clean_batch, dedup_partition
+from app.data.clean_logs import clean_batch, dedup_partition, duplicate_rows
 from app.data.config import TrainReadyConfig
 from app.data.persona import clean_persona
 from app.data.trainready import build_trainready
@@ -63,6 +63,14 @@ def test_dedup_partition_counts_extra_copies():
     assert sorted(distinct.to_pylist(), key=str) == sorted([{"a": 1, "b": "x"}, {"a": 2, "b": "y"},
                                                           {"a": 3, "b": "z"}], key=str)
     assert sorted(extra["a"].to_pylist()) == [1, 1, 3]
+
+
+def test_duplicate_rows_with_colliding_hashes_stays_exact():
+    t = pa.table({"a": [1, 2, 1, 1, 3, 2], "b": ["x", "y", "x", "z", "z", "y"]})
+    # every row gets the same hash: all are candidates, values decide
+    assert duplicate_rows(t, ["a", "b"], np.zeros(6, np.uint64)).tolist() == [2, 5]
+    # distinct hashes: nothing is compared, nothing is a duplicate
+    assert duplicate_rows(t, ["a", "b"], np.arange(6, dtype=np.uint64)).tolist() == []
 
 
 def _log_rows(rows):
