@@ -10,17 +10,23 @@ and counted as ``click_without_show``; they go to the quarantine aggregated per 
 
 ``did_index`` is unique and stable for a given input: ``rank of did within its bucket *
 did_bucket_num + did_bucket``.
+
+One Ray Data task per did_bucket reads the bucket's unified logs with the did column
+dictionary-encoded and works on integer codes (the did's rank in string order), so grouping is one
+sort of packed int64 keys instead of a hash aggregation on strings plus a sort of Python strings.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from app import constants as C
 from app.data.config import DataConfig, TrainReadyConfig
-from app.data.io import StageReport
+from app.data.io import StageReport, write_parquet
+from app.data.transforms import as_dictionary
 from app.storage import Storage
 
 READ_COLUMNS = [C.DID, C.IS_CLICK, C.KEYWORD_INDEX, C.INTERVAL_STARTING_TIME, C.GENDER, C.AGE]
@@ -30,35 +36,72 @@ def _lists(offsets: np.ndarray, values: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
 
 
+def _groups(user_rank: np.ndarray, ist: np.ndarray, kwi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row order, group start positions in that order) of (user asc, interval desc, keyword asc).
+
+    One int64 key sort when the three fit in 63 bits (always at realistic sizes), else a lexsort.
+    """
+    n = len(user_rank)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    ist_lo, ist_hi = int(ist.min()), int(ist.max())
+    kw_lo, kw_hi = int(kwi.min()), int(kwi.max())
+    n_users, n_ist, n_kw = int(user_rank.max()) + 1, ist_hi - ist_lo + 1, kw_hi - kw_lo + 1
+    if n_users * n_ist * n_kw < 2**62:
+        key = (user_rank.astype(np.int64) * n_ist + (ist_hi - ist)) * n_kw + (kwi - kw_lo)
+        order = np.argsort(key)
+        key = key[order]
+        same = key[1:] == key[:-1]
+    else:
+        order = np.lexsort((kwi, -ist, user_rank))
+        u, i, k = user_rank[order], ist[order], kwi[order]
+        same = (u[1:] == u[:-1]) & (i[1:] == i[:-1]) & (k[1:] == k[:-1])
+    return order, np.flatnonzero(np.r_[True, ~same])
+
+
 def build_trainready(
     logs: pa.Table, filters: TrainReadyConfig, bucket: int, num_buckets: int
 ) -> tuple[pa.Table, pa.Table, dict[str, int]]:
-    """Pure: unified logs of one bucket -> (train-ready rows, orphan-click groups, counts)."""
-    g = logs.group_by([C.DID, C.INTERVAL_STARTING_TIME, C.KEYWORD_INDEX], use_threads=False).aggregate(
-        [(C.IS_CLICK, "sum"), (C.IS_CLICK, "count"), (C.AGE, "min"), (C.GENDER, "min")]
-    )
-    clicks = g[f"{C.IS_CLICK}_sum"].to_numpy().astype(np.int64)
-    shows = g[f"{C.IS_CLICK}_count"].to_numpy().astype(np.int64) - clicks
-    orphan = shows == 0
-    orphans = g.filter(pa.array(orphan)).select([C.DID, C.INTERVAL_STARTING_TIME, C.KEYWORD_INDEX])
-    orphans = orphans.append_column("clicks", pa.array(clicks[orphan]))
-    keep = pa.array(~orphan)
-    g = g.filter(keep)
-    clicks, shows = clicks[~orphan], shows[~orphan]
-    counts = {"click_without_show": int(orphans["clicks"].to_numpy().sum()) if orphans.num_rows else 0}
+    """Pure: unified logs of one bucket -> (train-ready rows, orphan-click groups, counts).
 
-    did = g[C.DID].to_numpy(zero_copy_only=False).astype(object)
-    ist = g[C.INTERVAL_STARTING_TIME].to_numpy().astype(np.int64)
-    kwi = g[C.KEYWORD_INDEX].to_numpy().astype(np.int32)
-    # user ids in did order (so did_index is stable), then intervals newest first, keywords asc
-    uniq, uid = np.unique(did, return_inverse=True)
-    order = np.lexsort((kwi, -ist, uid))
-    uid, ist, kwi, shows, clicks = uid[order], ist[order], kwi[order], shows[order], clicks[order]
-    age = g[f"{C.AGE}_min"].to_numpy()[order]
-    gender = g[f"{C.GENDER}_min"].to_numpy()[order]
+    Vectorized on integer codes: the did column as dictionary indices ranked by did (string
+    order), groups found with one sort of a packed (rank, interval, keyword) key.
+    """
+    did = as_dictionary(logs[C.DID])
+    dict_rank = np.empty(len(did.dictionary), dtype=np.int64)
+    dict_rank[pc.sort_indices(did.dictionary).to_numpy()] = np.arange(len(did.dictionary))
+    codes = pc.fill_null(did.indices, 0).to_numpy()
+    rank = dict_rank[codes] if len(codes) else np.zeros(0, np.int64)
+    ist = logs[C.INTERVAL_STARTING_TIME].to_numpy().astype(np.int64)
+    kwi_all = logs[C.KEYWORD_INDEX].to_numpy().astype(np.int64)
+    order, starts = _groups(rank, ist, kwi_all)
+    is_click = logs[C.IS_CLICK].to_numpy().astype(np.int64)[order]
+    size = np.diff(np.r_[starts, len(order)])
+    clicks = np.add.reduceat(is_click, starts) if len(starts) else np.zeros(0, np.int64)
+    shows = size - clicks
+    first = order[starts]
+    g_rank, g_ist, g_kwi, g_code = rank[first], ist[first], kwi_all[first], codes[first]
+    age_all, gender_all = logs[C.AGE].to_numpy()[order], logs[C.GENDER].to_numpy()[order]
+    age = np.minimum.reduceat(age_all, starts) if len(starts) else age_all[:0]
+    gender = np.minimum.reduceat(gender_all, starts) if len(starts) else gender_all[:0]
+
+    orphan = shows == 0
+    orphans = pa.table({
+        C.DID: did.dictionary.take(pa.array(g_code[orphan])) if orphan.any() else pa.array([], pa.string()),
+        C.INTERVAL_STARTING_TIME: pa.array(g_ist[orphan], pa.int64()),
+        C.KEYWORD_INDEX: pa.array(g_kwi[orphan].astype(np.int32), pa.int32()),
+        "clicks": pa.array(clicks[orphan], pa.int64()),
+    })
+    counts = {"click_without_show": int(clicks[orphan].sum())}
+    ok_g = ~orphan
+    g_rank, ist, kwi, g_code = g_rank[ok_g], g_ist[ok_g], g_kwi[ok_g], g_code[ok_g]
+    shows, clicks, age, gender = shows[ok_g], clicks[ok_g], age[ok_g], gender[ok_g]
+    # dense user ids in did order (so did_index is stable): groups are sorted by did rank already
+    new_user = np.r_[True, g_rank[1:] != g_rank[:-1]] if len(g_rank) else np.zeros(0, bool)
+    uid = np.cumsum(new_user) - 1
+    n_users = int(new_user.sum())
 
     # user filters
-    n_users = len(uniq)
     user_shows = np.bincount(uid, weights=shows, minlength=n_users)
     new_interval = np.ones(len(uid), dtype=bool)
     new_interval[1:] = (uid[1:] != uid[:-1]) | (ist[1:] != ist[:-1])
@@ -69,7 +112,7 @@ def build_trainready(
     counts["filtered_users"] = int((~ok).sum())
     rows_ok = ok[uid]
     uid, ist, kwi, shows, clicks = uid[rows_ok], ist[rows_ok], kwi[rows_ok], shows[rows_ok], clicks[rows_ok]
-    age, gender, new_interval = age[rows_ok], gender[rows_ok], new_interval[rows_ok]
+    age, gender, new_interval, g_code = age[rows_ok], gender[rows_ok], new_interval[rows_ok], g_code[rows_ok]
 
     # offsets: rows -> intervals -> users
     interval_starts = np.nonzero(new_interval)[0]
@@ -87,7 +130,7 @@ def build_trainready(
         {
             C.AGE: pa.array(age[user_rows].astype(np.int32)),
             C.GENDER: pa.array(gender[user_rows].astype(np.int32)),
-            C.DID: pa.array(uniq[kept_uid].tolist() if len(kept_uid) else [], pa.string()),
+            C.DID: did.dictionary.take(pa.array(g_code[user_rows])) if len(user_rows) else pa.array([], pa.string()),
             C.DID_INDEX: pa.array(kept_uid.astype(np.int64) * num_buckets + bucket),
             C.INTERVAL_STARTING_TIME: _lists(outer_offsets, pa.array(ist[interval_starts])),
             C.KWI: nested(kwi),
@@ -111,11 +154,12 @@ def trainready_bucket(batch: dict, root: str, final: str, qstaging: str, filters
             files += storage.list_files(C.T_LOGS, f"{day}/{C.DID_BUCKET}={bucket}", suffix=".parquet")
         if not files:
             continue
-        logs = pq.read_table(files, columns=READ_COLUMNS, filesystem=storage.fs, partitioning=None)
+        logs = pq.read_table(files, columns=READ_COLUMNS, filesystem=storage.fs, partitioning=None,
+                             read_dictionary=[C.DID])
         table, orphans, counts = build_trainready(logs, TrainReadyConfig(**filters), int(bucket), num_buckets)
         part = f"{C.DID_BUCKET}={bucket}"
         storage.makedirs(final, part)
-        pq.write_table(table, storage.path(final, part, "part-0.parquet"), filesystem=storage.fs)
+        write_parquet(table, storage.path(final, part, "part-0.parquet"), storage.fs, flat=False)
         if orphans.num_rows:
             pq.write_table(
                 orphans.append_column(C.REASON, pa.array(["click_without_show"] * orphans.num_rows)),
