@@ -11,8 +11,11 @@ interval, keyword), so a re-run gives the same samples.
 
 Everything is vectorized over a whole bucket (numpy): the rows of a user's window are a contiguous
 slice of the (user, interval, keyword)-sorted long table, so the (target, history row) pairs are
-built with one ``repeat`` and aggregated with one sort. The same code gives the score generator the
-user's *latest* history (:func:`latest_history`), so scoring sees exactly the training window.
+built with one ``repeat`` and summed per (target, keyword) with ``bincount`` into dense cells
+(:func:`window_histories`). A history is computed once per (user, target interval) group and each
+group is serialized once; a sample's record is its group's with the target and label patched in
+(:func:`app.data.tfrecord.write_records`). The same code gives the score generator the user's
+*latest* history (:func:`latest_history`), so scoring sees exactly the training window.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import pyarrow.compute as pc
 from app import constants as C
 from app.data.config import DataConfig
 from app.data.io import StageReport
-from app.data.tfrecord import write_tfrecord_file
+from app.data.tfrecord import ExampleLayout, column_maxima, encode_groups, write_records
 from app.storage import Storage
 
 
@@ -43,64 +46,123 @@ class LongTable:
 
 
 def explode(table: pa.Table, interval_seconds: int) -> LongTable:
-    """Flatten the nested train-ready arrays into a sorted long table."""
+    """Flatten the nested train-ready arrays into a long table sorted by (user, interval, keyword).
+
+    Train-ready rows hold intervals newest first and keywords ascending, so reversing the interval
+    blocks of each user sorts them; a lexsort is the fallback for tables not in that order.
+    """
     ist = table[C.INTERVAL_STARTING_TIME].combine_chunks()
     kwi = table[C.KWI].combine_chunks()
     user_of_interval = pc.list_parent_indices(ist).to_numpy()
     interval_values = pc.list_flatten(ist).to_numpy().astype(np.int64) // interval_seconds
-    interval_of_row = pc.list_parent_indices(pc.list_flatten(kwi)).to_numpy()
+    inner = pc.list_flatten(kwi)
+    interval_of_row = pc.list_parent_indices(inner).to_numpy()
     flat = lambda col: pc.list_flatten(pc.list_flatten(table[col].combine_chunks())).to_numpy().astype(np.int64)  # noqa: E731
     user = user_of_interval[interval_of_row].astype(np.int64)
     interval = interval_values[interval_of_row]
     k, s, c = flat(C.KWI), flat(C.KWI_SHOW_COUNTS), flat(C.KWI_CLICK_COUNTS)
-    order = np.lexsort((k, interval, user))
+    n = len(user)
+    order = None
+    if n:
+        # row blocks: interval block [a, b) inside user block [u0, u1) moves to u0 + (u1 - b)
+        sizes = np.bincount(interval_of_row, minlength=len(interval_values))
+        block_end = np.cumsum(sizes)
+        block_start = block_end - sizes
+        user_sizes = np.bincount(user, minlength=table.num_rows)
+        user_end = np.cumsum(user_sizes)
+        u = user_of_interval
+        new_start = (user_end[u] - user_sizes[u]) + (user_end[u] - block_end)
+        dest = np.repeat(new_start - block_start, sizes) + np.arange(n)
+        order = np.empty(n, dtype=np.int64)
+        order[dest] = np.arange(n)
+        key_u, key_i, key_k = user[order], interval[order], k[order]
+        step = (np.diff(key_u) > 0) | ((np.diff(key_u) == 0) & (
+            (np.diff(key_i) > 0) | ((np.diff(key_i) == 0) & (np.diff(key_k) > 0))))
+        if not step.all():  # not in train-ready order: sort
+            order = np.lexsort((k, interval, user))
+    if order is None:
+        order = np.zeros(0, np.int64)
     return LongTable(user[order], interval[order], k[order], s[order], c[order])
+
+
+#: dense (target x keyword) cells per chunk of targets in :func:`window_histories`: arrays of 16 MB
+#: are reused by the allocator between chunks instead of being page-faulted in afresh
+WINDOW_CELLS = 2_000_000
+_SHOWS_CAP = 1 << 40
 
 
 def window_histories(
     long: LongTable, t_user: np.ndarray, t_interval: np.ndarray, length: int, hist_len: int
 ) -> dict[str, np.ndarray]:
-    """History matrices (T, hist_len) for targets (user, interval): intervals [t-length, t-1]."""
+    """History matrices (T, hist_len) for targets (user, interval): intervals [t-length, t-1].
+
+    Each target's window is a contiguous slice of the long table. Its rows are summed per
+    (target, keyword) with ``bincount`` into dense (targets x keywords) cells, targets in chunks
+    of :data:`WINDOW_CELLS`. The most recent interval of a cell is the highest bit of the sum of
+    ``2**(position in window)`` (a cell's rows are distinct intervals, one bit each). The ranking
+    (most recent first, then more shows, then lower keyword) is one row-wise sort of a packed
+    int64 per cell (recency, shows, inverted keyword); a row-wise stable argsort when the values
+    do not fit in 63 bits.
+    """
     n_targets = len(t_user)
-    big = np.int64(1) << 32
-    key = long.user * big + long.interval
-    lo = np.searchsorted(key, t_user * big + (t_interval - length), side="left")
-    hi = np.searchsorted(key, t_user * big + t_interval, side="left")
-    sizes = hi - lo
-    total = int(sizes.sum())
     out = {
         "hist_kwi": np.zeros((n_targets, hist_len), np.int64),
         "hist_show_counts": np.zeros((n_targets, hist_len), np.int64),
         "hist_click_counts": np.zeros((n_targets, hist_len), np.int64),
     }
-    if total == 0:
+    if n_targets == 0 or len(long.user) == 0:
         return out
-    target = np.repeat(np.arange(n_targets, dtype=np.int64), sizes)
-    starts = np.repeat(lo - np.cumsum(np.r_[0, sizes[:-1]]), sizes)
-    rows = starts + np.arange(total, dtype=np.int64)
-    kw = long.kwi[rows]
-    # aggregate per (target, keyword): sums and most recent interval
-    max_kw = int(long.kwi.max()) + 1
-    pair = target * max_kw + kw
-    order = np.argsort(pair, kind="stable")
-    pair_sorted = pair[order]
-    first = np.r_[True, pair_sorted[1:] != pair_sorted[:-1]]
-    group_start = np.nonzero(first)[0]
-    g_pair = pair_sorted[group_start]
-    g_target, g_kw = g_pair // max_kw, g_pair % max_kw
-    g_shows = np.add.reduceat(long.shows[rows][order], group_start)
-    g_clicks = np.add.reduceat(long.clicks[rows][order], group_start)
-    g_recent = np.maximum.reduceat(long.interval[rows][order], group_start)
-    # rank inside a target: most recent first, then more shows, then lower keyword index
-    rank_order = np.lexsort((g_kw, -g_shows, -g_recent, g_target))
-    g_target, g_kw, g_shows, g_clicks = (a[rank_order] for a in (g_target, g_kw, g_shows, g_clicks))
-    t_first = np.r_[True, g_target[1:] != g_target[:-1]]
-    t_start_idx = np.maximum.accumulate(np.where(t_first, np.arange(len(g_target)), 0))
-    pos = np.arange(len(g_target)) - t_start_idx
-    keep = pos < hist_len
-    out["hist_kwi"][g_target[keep], pos[keep]] = g_kw[keep]
-    out["hist_show_counts"][g_target[keep], pos[keep]] = g_shows[keep]
-    out["hist_click_counts"][g_target[keep], pos[keep]] = g_clicks[keep]
+    big = np.int64(1) << 32
+    key = long.user * big + long.interval
+    lo = np.searchsorted(key, t_user * big + (t_interval - length), side="left")
+    hi = np.searchsorted(key, t_user * big + t_interval, side="left")
+    n_kw = int(long.kwi.max()) + 1
+    width = min(hist_len, n_kw)
+    packed = length <= 52 and n_kw <= (1 << 16) and int(long.shows.max(initial=0)) * length < _SHOWS_CAP
+    if packed:  # a power-of-two keyword axis: the packed values split with shifts and masks
+        kw_bits = max(1, (n_kw - 1).bit_length())
+        n_kw = 1 << kw_bits
+    chunk = max(1, WINDOW_CELLS // n_kw)
+    for c0 in range(0, n_targets, chunk):
+        c1 = min(n_targets, c0 + chunk)
+        m = c1 - c0
+        sizes = hi[c0:c1] - lo[c0:c1]
+        total = int(sizes.sum())
+        if total == 0:
+            continue
+        target = np.repeat(np.arange(m, dtype=np.int64), sizes)
+        rows = np.repeat(lo[c0:c1] - np.cumsum(np.r_[0, sizes[:-1]]), sizes) + np.arange(total, dtype=np.int64)
+        cells = m * n_kw
+        cell = target * n_kw + long.kwi[rows]
+        shows = np.bincount(cell, weights=long.shows[rows], minlength=cells)
+        clicks = np.bincount(cell, weights=long.clicks[rows], minlength=cells)
+        pos = long.interval[rows] - (t_interval[c0:c1][target] - length)  # 0 .. length-1
+        if packed:
+            bits = np.bincount(cell, weights=np.ldexp(1.0, pos), minlength=cells)
+            # float exponent of the sum = its highest bit; +1 so that 0 means "not in the window"
+            value = np.maximum((bits.view(np.int64) >> 52) - 1022, 0)
+            value <<= 40
+            value |= shows.astype(np.int64)
+            value <<= kw_bits
+            value = value.reshape(m, n_kw)
+            value |= np.arange(n_kw - 1, -1, -1, dtype=np.int64)  # lower keyword wins a tie
+            top = np.sort(value, axis=1)[:, : -width - 1 : -1]  # values are unique: plain sort
+            kw = (n_kw - 1) - (top & (n_kw - 1))
+            kw *= top >= (1 << (40 + kw_bits))  # cells not in the window: padding 0
+            out["hist_kwi"][c0:c1, :width] = kw
+            out["hist_show_counts"][c0:c1, :width] = (top >> kw_bits) & (_SHOWS_CAP - 1)
+            out["hist_click_counts"][c0:c1, :width] = clicks[kw + (np.arange(m, dtype=np.int64) * n_kw)[:, None]]
+            continue
+        recent = np.full(cells, -1, np.int64)
+        np.maximum.at(recent, cell, pos)
+        present = recent >= 0
+        score = np.where(present, (recent << 40) | np.minimum(shows.astype(np.int64), _SHOWS_CAP - 1), -1)
+        rank = np.argsort(-score.reshape(m, n_kw), axis=1, kind="stable")[:, :width]
+        flat_idx = rank + (np.arange(m, dtype=np.int64) * n_kw)[:, None]
+        valid = present[flat_idx]
+        out["hist_kwi"][c0:c1, :width] = np.where(valid, rank, 0)
+        out["hist_show_counts"][c0:c1, :width] = np.where(valid, shows[flat_idx], 0)
+        out["hist_click_counts"][c0:c1, :width] = np.where(valid, clicks[flat_idx], 0)
     return out
 
 
@@ -126,15 +188,19 @@ def keep_hash(seed: int, did_index: np.ndarray, interval: np.ndarray, kwi: np.nd
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def build_samples(
+def sample_groups(
     table: pa.Table, interval_seconds: int, length: int, hist_len: int, neg_sample_rate: float, seed: int
-) -> dict[str, np.ndarray]:
-    """Pure: train-ready rows -> sample columns (the SAMPLE_FEATURES of app.data.tfrecord)."""
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Pure: train-ready rows -> (group features, samples).
+
+    A group is one (user, target interval): its features (user columns, history, interval) are
+    shared by all its samples. Samples hold ``group`` (row in the group features), ``target_kwi``
+    and ``label``, in (user, interval, keyword) order.
+    """
     long = explode(table, interval_seconds)
     if len(long.user) == 0:
-        return {}
+        return {}, {}
     users = _user_columns(table)
-    # targets: every (user, interval) group; rows are targets within their group
     big = np.int64(1) << 32
     key = long.user * big + long.interval
     first = np.r_[True, key[1:] != key[:-1]]
@@ -145,18 +211,26 @@ def build_samples(
     did_index = users["did_index"][long.user]
     keep = (label == 1) | (keep_hash(seed, did_index, long.interval, long.kwi) < neg_sample_rate)
     rows = np.nonzero(keep)[0]
-    g = group_of_row[rows]
-    return {
-        "did_index": did_index[rows],
-        "age": users["age"][long.user[rows]],
-        "gender": users["gender"][long.user[rows]],
-        "hist_kwi": hist["hist_kwi"][g],
-        "hist_show_counts": hist["hist_show_counts"][g],
-        "hist_click_counts": hist["hist_click_counts"][g],
-        "target_kwi": long.kwi[rows],
-        "interval_starting_time": long.interval[rows] * interval_seconds,
-        "label": label[rows],
+    groups = {
+        "did_index": users["did_index"][g_user],
+        "age": users["age"][g_user],
+        "gender": users["gender"][g_user],
+        **hist,
+        "interval_starting_time": g_interval * interval_seconds,
     }
+    samples = {"group": group_of_row[rows], "target_kwi": long.kwi[rows], "label": label[rows]}
+    return groups, samples
+
+
+def build_samples(
+    table: pa.Table, interval_seconds: int, length: int, hist_len: int, neg_sample_rate: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Pure: train-ready rows -> sample columns (the SAMPLE_FEATURES of app.data.tfrecord)."""
+    groups, samples = sample_groups(table, interval_seconds, length, hist_len, neg_sample_rate, seed)
+    if not groups:
+        return {}
+    g = samples["group"]
+    return {**{k: v[g] for k, v in groups.items()}, "target_kwi": samples["target_kwi"], "label": samples["label"]}
 
 
 def latest_history(table: pa.Table, length: int, hist_len: int, interval_seconds: int = 86400) -> dict[str, np.ndarray]:
@@ -183,20 +257,23 @@ def cutting_seconds(cfg_cut: dt.date | None, max_interval_start: int) -> int:
 
 def samples_bucket(batch: dict, root: str, staging: str, cut: int, params: dict) -> dict:
     """Ray Data task: one did_bucket's train-ready rows -> shuffled, sharded TFRecord files."""
+    import pyarrow.parquet as pq
+
     storage = Storage(root)
     out: dict[str, int] = {"train_rows": 0, "train_pos": 0, "test_rows": 0, "test_pos": 0}
     for bucket in batch["bucket"]:
         files = storage.list_files(C.T_TRAINREADY, f"{C.DID_BUCKET}={bucket}", suffix=".parquet")
         if not files:
             continue
-        import pyarrow.parquet as pq
-
         table = pq.read_table(files, filesystem=storage.fs, partitioning=None)
-        cols = build_samples(table, params["interval"], params["length"], params["hist_len"],
-                             params["neg_sample_rate"], params["seed"])
-        if not cols:
+        groups, samples = sample_groups(table, params["interval"], params["length"], params["hist_len"],
+                                        params["neg_sample_rate"], params["seed"])
+        if not groups:
             continue
-        is_test = cols["interval_starting_time"] >= cut
+        own = {"target_kwi": samples["target_kwi"], "label": samples["label"]}
+        layout = ExampleLayout.fitting(params["hist_len"], column_maxima({**groups, **own}))
+        encoded = encode_groups(groups, params["hist_len"], layout)
+        is_test = groups["interval_starting_time"][samples["group"]] >= cut
         rng = np.random.default_rng([params["seed"], int(bucket)])
         for split, mask in (("train", ~is_test), ("test", is_test)):
             idx = np.nonzero(mask)[0]
@@ -207,10 +284,11 @@ def samples_bucket(batch: dict, root: str, staging: str, cut: int, params: dict)
                 if len(part) == 0:
                     continue
                 name = storage.path(staging, split, f"part-b{int(bucket):04d}-{shard:03d}.tfrecord")
-                write_tfrecord_file(name, {k: v[part] for k, v in cols.items()}, params["hist_len"],
-                                    filesystem=None if not storage._scheme else storage.fs)
+                write_records(name, encoded, samples["group"][part],
+                              {"target_kwi": samples["target_kwi"][part], "label": samples["label"][part]},
+                              filesystem=None if not storage._scheme else storage.fs)
             out[f"{split}_rows"] += len(idx)
-            out[f"{split}_pos"] += int(cols["label"][idx].sum())
+            out[f"{split}_pos"] += int(samples["label"][idx].sum())
     return {k: np.array([v]) for k, v in out.items()}
 
 

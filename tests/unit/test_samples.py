@@ -43,7 +43,7 @@ def oracle_history(row, target_day, length, hist_len):
             [v[2] for _, v in ranked] + [0] * pad)
 
 
-@pytest.mark.parametrize("length,hist_len", [(1, 2), (3, 4), (7, 16)])
+@pytest.mark.parametrize("length,hist_len", [(1, 2), (3, 4), (7, 16), (60, 16)])  # 60: unpacked ranking
 def test_samples_match_bruteforce(length, hist_len):
     table = random_trainready(np.random.default_rng(length))
     cols = build_samples(table, DAY, length, hist_len, neg_sample_rate=1.0, seed=0)
@@ -97,6 +97,32 @@ def test_tfrecord_round_trip(tmp_path):
     for name in FEATURE_NAMES:
         got = np.concatenate([b[name].numpy() for b in batches])
         assert np.array_equal(got, cols[name]), name
+
+
+def test_grouped_records_have_valid_crcs(tmp_path):
+    import struct
+
+    import crc32c
+
+    from app.data.samples import sample_groups
+    from app.data.tfrecord import ExampleLayout, column_maxima, encode_groups, write_records
+
+    groups, samples = sample_groups(random_trainready(np.random.default_rng(2)), DAY, 3, 8, 1.0, seed=0)
+    own = {"target_kwi": samples["target_kwi"] * 37, "label": samples["label"]}  # 2-byte targets too
+    layout = ExampleLayout.fitting(8, column_maxima({**groups, **own}))
+    path = str(tmp_path / "g.tfrecord")
+    order = np.random.default_rng(0).permutation(len(samples["group"]))
+    write_records(path, encode_groups(groups, 8, layout), samples["group"][order], {k: v[order] for k, v in own.items()})
+    data = open(path, "rb").read()
+    step = 12 + layout.size + 4
+    assert len(data) == step * len(order)
+    mask = lambda c: (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF  # noqa: E731
+    for i in range(len(order)):
+        rec = data[i * step : (i + 1) * step]
+        assert struct.unpack("<Q", rec[:8])[0] == layout.size
+        assert struct.unpack("<I", rec[-4:])[0] == mask(crc32c.crc32c(rec[12:-4]))
+    got = np.concatenate([b["target_kwi"].numpy() for b in read_samples([path], hist_len=8, batch_size=64)])
+    assert np.array_equal(got, own["target_kwi"][order])
 
 
 def test_tfrecord_refuses_out_of_range(tmp_path):
