@@ -13,7 +13,8 @@ request count and a time limit:
     score1_din   POST /score?source=din    the same, always computed by DIN in the scoring deployment
     submit       POST /lookalike/extend-audience with a small seed file
 
-and prints p50/p99 latency, requests/s and error count for each, then one POST /score carrying
+and prints p50/p99 latency, requests/s and error count for each (the endpoints of one concurrency
+take turns in `--rounds` slices so background load hits them alike), then one POST /score carrying
 ``--big-dids`` dids x all keywords (dids/s), and finally the state of every submitted job (none may
 be lost). One JSON line per figure, then a summary line.
 
@@ -87,6 +88,30 @@ async def drive(client: httpx.AsyncClient, make_request, concurrency: int, max_r
         "p99_ms": round(percentile(latencies, 99) * 1000, 2),
         "wall_s": round(wall, 2),
         "_outputs": outputs,
+        "_latencies": latencies,
+    }
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One figure from the rounds of one (endpoint, concurrency): total ok over total wall time."""
+    latencies = [x for p in parts for x in p["_latencies"]]
+    errors: dict[str, int] = {}
+    for p in parts:
+        for k, v in p["error_kinds"].items():
+            errors[k] = errors.get(k, 0) + v
+    wall = sum(p["wall_s"] for p in parts)
+    return {
+        "concurrency": parts[0]["concurrency"],
+        "rounds": len(parts),
+        "requests": sum(p["requests"] for p in parts),
+        "ok": len(latencies),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "req_per_s": round(len(latencies) / wall, 1) if wall else 0.0,
+        "p50_ms": round(percentile(latencies, 50) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 2),
+        "wall_s": round(wall, 2),
+        "_outputs": [o for p in parts for o in p["_outputs"]],
     }
 
 
@@ -116,20 +141,26 @@ async def run(args: argparse.Namespace, url: str, key: str) -> list[dict[str, An
         }
         job_ids: list[str] = []
 
-        async def point(name: str, conc: int) -> None:
-            res = await drive(client, endpoints[name], conc, args.requests, args.seconds)
+        def report(name: str, res: dict[str, Any]) -> None:
             if name == "submit":
                 job_ids.extend(r.json()["job-id"] for r in res["_outputs"])
-            del res["_outputs"]
-            res = {"bench": "serve_load", "endpoint": name, **res}
+            res = {"bench": "serve_load", "endpoint": name,
+                   **{k: v for k, v in res.items() if not k.startswith("_")}}
             print(json.dumps(res), flush=True)
             out.append(res)
 
-        # every accepted job starts real extension work on the same 2 cores, so submissions are
-        # measured last: earlier points would otherwise share the CPU with running jobs
-        for name in [e for e in args.endpoints if e != "submit"]:
-            for conc in args.concurrency:
-                await point(name, conc)
+        # The endpoints of one concurrency take turns in `rounds` short slices, so a change in the
+        # machine's background load hits them alike and their ratios stay comparable.
+        timed = [e for e in args.endpoints if e != "submit"]
+        for conc in args.concurrency:
+            parts: dict[str, list[dict[str, Any]]] = {name: [] for name in timed}
+            for _ in range(args.rounds):
+                for name in timed:
+                    parts[name].append(await drive(client, endpoints[name], conc,
+                                                   max(1, args.requests // args.rounds),
+                                                   args.seconds / args.rounds))
+            for name in timed:
+                report(name, merge(parts[name]))
         # one request carrying many dids x all keywords
         big = args.dids[: args.big_dids]
         for source in ("auto", "din"):
@@ -147,9 +178,11 @@ async def run(args: argparse.Namespace, url: str, key: str) -> list[dict[str, An
                    "scores_per_s": round(len(big) * keywords / best, 1)}
             print(json.dumps(res), flush=True)
             out.append(res)
+        # every accepted job starts real extension work on the same 2 cores, so submissions are
+        # measured last: earlier points would otherwise share the CPU with running jobs
         if "submit" in args.endpoints:
             for conc in args.concurrency:
-                await point("submit", conc)
+                report("submit", merge([await drive(client, endpoints["submit"], conc, args.requests, args.seconds)]))
         if job_ids:
             out.append(await job_outcomes(client, job_ids, args.job_wait_s))
             print(json.dumps(out[-1]), flush=True)
@@ -230,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--endpoints", nargs="+", default=["noop", "noop_post", "noop_hop", "score1", "score1_get", "score1_din", "submit"])
     p.add_argument("--requests", type=int, default=1000, help="max requests per endpoint and concurrency")
     p.add_argument("--seconds", type=float, default=15.0, help="max seconds per endpoint and concurrency")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved slices per endpoint and concurrency")
     p.add_argument("--seeds", type=int, default=100, help="seeds per submitted job")
     p.add_argument("--big-dids", type=int, default=1000)
     p.add_argument("--job-wait-s", type=float, default=60.0)
@@ -237,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="a few seconds: 20 requests per point")
     args = p.parse_args(argv)
     if args.smoke:
-        args.requests, args.seconds, args.job_wait_s = 20, 3.0, 20.0
+        args.requests, args.seconds, args.job_wait_s, args.rounds = 20, 3.0, 20.0, 2
     if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost")):
         p.error("the load test only targets localhost")
     if not args.url and not args.start:
