@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import ray
 from fastapi import FastAPI, HTTPException, Query, Request, Security
@@ -482,8 +482,8 @@ class Ingress:
 
     @api.get("/score", response_model=ScoreResponse, tags=["scoring"],
              summary="The same for a few users, as a query: /score?dids=u1&dids=u2[&keywords=k]")
-    async def score_get(self, dids: list[str] = Query(description="users to score"),
-                        keywords: list[str] | None = Query(None, description="keywords to return; default all"),
+    async def score_get(self, dids: Annotated[list[str], Query(description="users to score")],
+                        keywords: Annotated[list[str] | None, Query(description="keywords to return; default all")] = None,
                         source: Literal["auto", "table", "din"] = "auto",
                         api_key: str | None = Security(API_KEY)) -> Any:
         """A GET has no body, and under Ray Serve every request body costs the replica one more
