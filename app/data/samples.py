@@ -92,23 +92,25 @@ _SHOWS_CAP = 1 << 40
 
 
 def window_histories(
-    long: LongTable, t_user: np.ndarray, t_interval: np.ndarray, length: int, hist_len: int
+    long: LongTable, t_user: np.ndarray, t_interval: np.ndarray, length: int, hist_len: int,
+    dtype: type = np.int64,
 ) -> dict[str, np.ndarray]:
     """History matrices (T, hist_len) for targets (user, interval): intervals [t-length, t-1].
 
     Each target's window is a contiguous slice of the long table. Its rows are summed per
     (target, keyword) with ``bincount`` into dense (targets x keywords) cells, targets in chunks
     of :data:`WINDOW_CELLS`. The most recent interval of a cell is the highest bit of the sum of
-    ``2**(position in window)`` (a cell's rows are distinct intervals, one bit each). The ranking
-    (most recent first, then more shows, then lower keyword) is one row-wise sort of a packed
-    int64 per cell (recency, shows, inverted keyword); a row-wise stable argsort when the values
-    do not fit in 63 bits.
+    ``2**(position in window)`` (a cell's rows are distinct intervals, one bit each); shows, clicks
+    and those bits are summed by one ``bincount`` of a packed float64 when the sums fit in its 52
+    bits. The ranking (most recent first, then more shows, then lower keyword) is one row-wise sort
+    of a packed int64 per cell (recency, shows, inverted keyword). Past those limits (long windows,
+    huge counts) the same result comes from separate sums and a row-wise stable argsort.
     """
     n_targets = len(t_user)
     out = {
-        "hist_kwi": np.zeros((n_targets, hist_len), np.int64),
-        "hist_show_counts": np.zeros((n_targets, hist_len), np.int64),
-        "hist_click_counts": np.zeros((n_targets, hist_len), np.int64),
+        "hist_kwi": np.zeros((n_targets, hist_len), dtype),
+        "hist_show_counts": np.zeros((n_targets, hist_len), dtype),
+        "hist_click_counts": np.zeros((n_targets, hist_len), dtype),
     }
     if n_targets == 0 or len(long.user) == 0:
         return out
@@ -118,7 +120,10 @@ def window_histories(
     hi = np.searchsorted(key, t_user * big + t_interval, side="left")
     n_kw = int(long.kwi.max()) + 1
     width = min(hist_len, n_kw)
-    packed = length <= 52 and n_kw <= (1 << 16) and int(long.shows.max(initial=0)) * length < _SHOWS_CAP
+    # sums per cell are bounded by the largest count times the window length
+    show_bits = (int(long.shows.max(initial=0)) * length).bit_length()
+    click_bits = max(1, (int(long.clicks.max(initial=0)) * length).bit_length())
+    packed = length + click_bits + show_bits <= 52 and n_kw <= (1 << 16) and show_bits <= 40
     if packed:  # a power-of-two keyword axis: the packed values split with shifts and masks
         kw_bits = max(1, (n_kw - 1).bit_length())
         n_kw = 1 << kw_bits
@@ -134,15 +139,20 @@ def window_histories(
         rows = np.repeat(lo[c0:c1] - np.cumsum(np.r_[0, sizes[:-1]]), sizes) + np.arange(total, dtype=np.int64)
         cells = m * n_kw
         cell = target * n_kw + long.kwi[rows]
-        shows = np.bincount(cell, weights=long.shows[rows], minlength=cells)
-        clicks = np.bincount(cell, weights=long.clicks[rows], minlength=cells)
         pos = long.interval[rows] - (t_interval[c0:c1][target] - length)  # 0 .. length-1
         if packed:
-            bits = np.bincount(cell, weights=np.ldexp(1.0, pos), minlength=cells)
-            # float exponent of the sum = its highest bit; +1 so that 0 means "not in the window"
+            # one bincount of (shows, clicks, 2**pos) packed into a float64 that sums them exactly
+            weight = np.ldexp(1.0, pos)
+            weight += np.ldexp(long.clicks[rows].astype(np.float64), length)
+            weight += np.ldexp(long.shows[rows].astype(np.float64), length + click_bits)
+            sums = np.bincount(cell, weights=weight, minlength=cells).astype(np.int64)
+            bits = (sums & ((1 << length) - 1)).astype(np.float64)
+            clicks = (sums >> length) & ((1 << click_bits) - 1)
+            shows = sums >> (length + click_bits)
+            # float exponent of the bit set = its highest bit; +1 so that 0 means "not in the window"
             value = np.maximum((bits.view(np.int64) >> 52) - 1022, 0)
             value <<= 40
-            value |= shows.astype(np.int64)
+            value |= shows
             value <<= kw_bits
             value = value.reshape(m, n_kw)
             value |= np.arange(n_kw - 1, -1, -1, dtype=np.int64)  # lower keyword wins a tie
@@ -153,6 +163,8 @@ def window_histories(
             out["hist_show_counts"][c0:c1, :width] = (top >> kw_bits) & (_SHOWS_CAP - 1)
             out["hist_click_counts"][c0:c1, :width] = clicks[kw + (np.arange(m, dtype=np.int64) * n_kw)[:, None]]
             continue
+        shows = np.bincount(cell, weights=long.shows[rows], minlength=cells)
+        clicks = np.bincount(cell, weights=long.clicks[rows], minlength=cells)
         recent = np.full(cells, -1, np.int64)
         np.maximum.at(recent, cell, pos)
         present = recent >= 0
@@ -206,7 +218,7 @@ def sample_groups(
     first = np.r_[True, key[1:] != key[:-1]]
     group_of_row = np.cumsum(first) - 1
     g_user, g_interval = long.user[first], long.interval[first]
-    hist = window_histories(long, g_user, g_interval, length, hist_len)
+    hist = window_histories(long, g_user, g_interval, length, hist_len, np.int32)
     label = (long.clicks > 0).astype(np.int64)
     did_index = users["did_index"][long.user]
     keep = (label == 1) | (keep_hash(seed, did_index, long.interval, long.kwi) < neg_sample_rate)
@@ -230,7 +242,8 @@ def build_samples(
     if not groups:
         return {}
     g = samples["group"]
-    return {**{k: v[g] for k, v in groups.items()}, "target_kwi": samples["target_kwi"], "label": samples["label"]}
+    return {**{k: v[g].astype(np.int64) for k, v in groups.items()}, "target_kwi": samples["target_kwi"],
+            "label": samples["label"]}
 
 
 def latest_history(table: pa.Table, length: int, hist_len: int, interval_seconds: int = 86400) -> dict[str, np.ndarray]:
@@ -260,12 +273,13 @@ def samples_bucket(batch: dict, root: str, staging: str, cut: int, params: dict)
     import pyarrow.parquet as pq
 
     storage = Storage(root)
-    out: dict[str, int] = {"train_rows": 0, "train_pos": 0, "test_rows": 0, "test_pos": 0}
+    out: dict[str, int] = {"users": 0, "train_rows": 0, "train_pos": 0, "test_rows": 0, "test_pos": 0}
     for bucket in batch["bucket"]:
         files = storage.list_files(C.T_TRAINREADY, f"{C.DID_BUCKET}={bucket}", suffix=".parquet")
         if not files:
             continue
         table = pq.read_table(files, filesystem=storage.fs, partitioning=None)
+        out["users"] += table.num_rows
         groups, samples = sample_groups(table, params["interval"], params["length"], params["hist_len"],
                                         params["neg_sample_rate"], params["seed"])
         if not groups:
@@ -338,7 +352,7 @@ def run(cfg: DataConfig, storage: Storage) -> dict:
     }
     storage.write_json(f"{staging}/stats.json", info)
     storage.commit_replace(staging, f"samples/{sc.run}")
-    report.rows_in = int(storage.read_table(C.T_TRAINREADY, columns=[C.DID]).num_rows)
+    report.rows_in = int(stats["users"].sum())
     report.rows_out = split_stats["train"]["rows"] + split_stats["test"]["rows"]
     report.extra = {"train": split_stats["train"]["rows"], "test": split_stats["test"]["rows"],
                     "cutting_date": info["cutting_date"]}
