@@ -42,7 +42,15 @@ import pyarrow.parquet as pq
 
 from app import constants as C
 from app.data.config import DataConfig
-from app.data.io import StageReport, input_files, read_input, read_unit, row_group_units, write_parquet
+from app.data.io import (
+    StageReport,
+    input_files,
+    pack_units,
+    read_input,
+    read_unit,
+    row_group_units,
+    write_parquet,
+)
 from app.data.keywords import load_keywords
 from app.data.persona import load_persona
 from app.data.transforms import (
@@ -61,6 +69,8 @@ REASONS = ["missing_did", "bad_time", "unknown_slot", "unknown_app", "rare_keywo
 #: the raw fields of a cleaned row; every other column is a function of these (lookups, the day)
 DEDUP_KEY = [C.DID, C.ADV_ID, C.MEDIA, C.SLOT_ID, C.SPREAD_APP_ID, C.DEVICE_NAME, C.NET_TYPE, C.PRICE_MODEL,
              C.ACTION_TIME]
+#: row groups smaller than this are cleaned together in one task
+MIN_TASK_ROWS = 250_000
 #: internal columns of the staged rows (never written to a table)
 SECS, DAYNUM, HASH = "_secs", "_day", "_hash"
 #: the columns of a (day, did_bucket) partition file (partition values live in the path)
@@ -258,7 +268,9 @@ def clean_block(batch: dict, lookups_ref: list, logs: dict, root: str, day_range
     """
     storage = Storage(root)
     names, values, which = [], [], []
-    for f, rg, log in zip(batch["file"], batch["row_group"], batch["log"], strict=True):
+    work = [(f, int(rg), log) for files, groups, log in zip(batch["file"], batch["row_group"], batch["log"], strict=True)
+            for f, rg in zip(files, groups, strict=True)]
+    for f, rg, log in work:
         info = logs[log]
         columns = info["columns"]
         raw = read_unit(f, rg, columns, dictionary=tuple(c for c in columns if c != info["time_col"]))
@@ -426,7 +438,7 @@ def run(cfg: DataConfig, storage: Storage) -> dict[str, Any]:
             "staging": storage.new_staging(f"{log}-clean"), "final": storage.new_staging(f"{log}-final"),
             "qstaging": storage.new_staging(f"{log}-quarantine"),
         }
-        units += [{**u, "log": log} for u in row_group_units(files)]
+        units += pack_units([{**u, "log": log} for u in row_group_units(files)], MIN_TASK_ROWS)
     logs_final = storage.new_staging("logs")
     stats = (
         ray.data.from_items(units)
