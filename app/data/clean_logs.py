@@ -298,13 +298,15 @@ def clean_block(batch: dict, lookups_ref: list, logs: dict, root: str, day_range
     return pa.table({"log": which, "name": names, "value": pa.array(values, pa.int64())})
 
 
-def dedup_partition(table: pa.Table, key: list[str] | None = None) -> tuple[pa.Table, pa.Table]:
+def dedup_partition(
+    table: pa.Table, key: list[str] | None = None, hashes: np.ndarray | None = None
+) -> tuple[pa.Table, pa.Table]:
     """(distinct rows, extra copies of exact duplicates). Pure.
 
     Rows are compared on ``key`` (default: every column). For cleaned logs the raw fields suffice:
-    the joined columns are functions of them.
+    the joined columns are functions of them. ``hashes``: see :func:`duplicate_rows`.
     """
-    extra = duplicate_rows(table, key)
+    extra = duplicate_rows(table, key, hashes)
     keep = np.ones(table.num_rows, dtype=bool)
     keep[extra] = False
     return table.filter(pa.array(keep)), table.take(pa.array(extra, pa.int64()))
@@ -329,9 +331,7 @@ def duplicate_rows(table: pa.Table, key: list[str] | None = None, hashes: np.nda
         rows = np.arange(table.num_rows, dtype=np.int64)
     if len(rows) == 0:
         return np.zeros(0, dtype=np.int64)
-    sub = table.select(key).take(pa.array(rows))
-    sub = sub.cast(pa.schema([(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
-                              for f in sub.schema]))
+    sub = _plain(table.select(key).take(pa.array(rows)))
     grouped = sub.append_column("_row", pa.array(rows, pa.int64())).group_by(key, use_threads=False).aggregate(
         [("_row", "min")]
     )
@@ -359,6 +359,7 @@ def _staged_days(storage: Storage, staging: str, bucket: int) -> dict[int, list[
 
 
 def _plain(table: pa.Table) -> pa.Table:
+    """Dictionary columns decoded to their value type (for grouping and for the quarantine)."""
     return table.cast(pa.schema([(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
                                  for f in table.schema]))
 
@@ -387,21 +388,19 @@ def finish_bucket(batch: dict, root: str, logs: dict, logs_final: str, interval:
                 if not runs:
                     continue
                 table = pa.Table.from_batches(runs).combine_chunks()
-                extra = duplicate_rows(table, DEDUP_KEY, table[HASH].to_numpy())
-                if len(extra):
-                    q = _plain(table.take(pa.array(extra)).select(BODY_COLUMNS))
-                    q = q.append_column(C.DAY, pa.array([day] * len(extra), pa.string()))
-                    q = q.append_column(C.DID_BUCKET, pa.array(np.full(len(extra), bucket, np.int32)))
-                    dups[log].append(q.append_column(C.REASON, pa.array(["duplicate"] * len(extra), pa.string())))
-                    keep = np.ones(table.num_rows, dtype=bool)
-                    keep[extra] = False
-                    table = table.filter(pa.array(keep))
+                table, extra = dedup_partition(table, DEDUP_KEY, table[HASH].to_numpy())
+                n_extra = extra.num_rows
+                if n_extra:
+                    q = _plain(extra.select(BODY_COLUMNS))
+                    q = q.append_column(C.DAY, pa.array([day] * n_extra, pa.string()))
+                    q = q.append_column(C.DID_BUCKET, pa.array(np.full(n_extra, bucket, np.int32)))
+                    dups[log].append(q.append_column(C.REASON, pa.array(["duplicate"] * n_extra, pa.string())))
                 storage.makedirs(logs[log]["final"], part)
                 write_parquet(table.select(BODY_COLUMNS), storage.path(logs[log]["final"], part, "part-0.parquet"),
                               storage.fs)
                 views.append(unify_view(table, table[SECS].to_numpy(), interval, is_click))
                 out[f"{log}_rows_out"] += table.num_rows
-                out[f"{log}_duplicate"] += len(extra)
+                out[f"{log}_duplicate"] += n_extra
             # the day's shows then its clicks, one row group each (each keeps its own dictionaries)
             storage.makedirs(logs_final, part)
             write_parquet(views, storage.path(logs_final, part, "part-0.parquet"), storage.fs)
