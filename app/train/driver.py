@@ -1,6 +1,7 @@
 """The Ray Train driver: one ``train_driver_fn(config)`` for single runs and for Tune.
 
-``fit_trainer`` (used by ``train_driver_fn`` and by the CLI's ``app.train.run``) builds a ``TensorflowTrainer`` (Train V2) whose workers train DIN under
+``fit_trainer`` (used by ``train_driver_fn`` and by the CLI's ``app.train.run``) builds a
+``TensorflowTrainer`` (Train V2) whose workers train DIN under
 ``MultiWorkerMirroredStrategy``, each reading its own TFRecord shards. Every epoch every worker
 saves the weights (collective under the strategy: each to its own temp dir) and reports; rank 0
 attaches its directory as the checkpoint. A restarted worker group (``FailureConfig``) resumes from

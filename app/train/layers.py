@@ -132,7 +132,6 @@ class AttentionUnit(tf.keras.layers.Layer):
             x = layer(x, training=training) if isinstance(layer, Dice) else layer(x)
         valid_logits = tf.squeeze(self.out(x), axis=-1)  # (N,)
         logits = tf.scatter_nd(where, valid_logits, tf.shape(mask, out_type=tf.int64))  # (B, T)
-        mask = tf.cast(mask, tf.bool)
         maskf = tf.cast(mask, logits.dtype)
         if self.normalization == "softmax":
             logits = tf.where(mask, logits, tf.cast(MASK_LOGIT, logits.dtype))
