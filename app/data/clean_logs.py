@@ -45,6 +45,7 @@ from app.data.config import DataConfig
 from app.data.io import (
     StageReport,
     input_files,
+    map_tasks,
     pack_units,
     read_input,
     read_unit,
@@ -439,23 +440,12 @@ def run(cfg: DataConfig, storage: Storage) -> dict[str, Any]:
         }
         units += pack_units([{**u, "log": log} for u in row_group_units(files)], MIN_TASK_ROWS)
     logs_final = storage.new_staging("logs")
-    stats = (
-        ray.data.from_items(units)
-        .map_batches(
-            clean_block,
-            fn_kwargs={"lookups_ref": [lookups_ref], "logs": logs, "root": storage.root,
-                       "day_range": day_bounds(cfg)},
-            batch_size=1,
-        )
-        .to_pandas()
-    )
+    stats = map_tasks(units, clean_block, {"lookups_ref": [lookups_ref], "logs": logs, "root": storage.root,
+                                           "day_range": day_bounds(cfg)})
     totals = stats.groupby(["log", "name"])["value"].sum().to_dict()
-    buckets = ray.data.from_items([{"bucket": b} for b in range(cfg.did_bucket_num)])
-    done = buckets.map_batches(
-        finish_bucket, batch_size=1,
-        fn_kwargs={"root": storage.root, "logs": logs, "logs_final": logs_final,
-                   "interval": cfg.interval_time_in_seconds},
-    ).to_pandas()
+    done = map_tasks([{"bucket": b} for b in range(cfg.did_bucket_num)], finish_bucket,
+                     {"root": storage.root, "logs": logs, "logs_final": logs_final,
+                      "interval": cfg.interval_time_in_seconds})
     out: dict[str, Any] = {}
     for log, (_time_col, dest) in LOGS.items():
         leaves = storage.commit_partitions(logs[log]["final"], dest)

@@ -105,6 +105,28 @@ def read_unit(unit_file: str, row_group: int, columns: list[str], dictionary: tu
     return pa.table(out)
 
 
+def map_tasks(items: list[dict[str, Any]], fn: Any, fn_kwargs: dict[str, Any]) -> Any:
+    """Run ``fn`` once per work item as Ray Data tasks; their returned stats as one pandas frame.
+
+    Every data stage is this shape: small work items (row groups, did_buckets), one task each,
+    tasks that read and write storage themselves and return a few counters. Ray Data's default
+    resource reservation is switched off for these jobs: with it on, a 2-CPU node ran one task at
+    a time for the first second of every job and left the second CPU idle between tasks after
+    that (8 tasks of 0.5 s took 3.2 s instead of 2.2 s; BENCHMARKS.md). Reservation exists to
+    keep a multi-operator pipeline's stages from starving each other; these jobs have one.
+    """
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.op_resource_reservation_enabled
+    ctx.op_resource_reservation_enabled = False
+    try:
+        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+        return ds.map_batches(fn, batch_size=1, fn_kwargs=fn_kwargs).to_pandas()
+    finally:
+        ctx.op_resource_reservation_enabled = saved
+
+
 #: Parquet settings of the tables the pipeline writes. Every reader of these tables is this
 #: pipeline on the same storage, so write speed wins: no compression (lz4/snappy cost about 40%
 #: more CPU per write for half the size; the bulk is the unique timestamp strings), no column

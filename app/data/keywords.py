@@ -14,7 +14,15 @@ import pyarrow.compute as pc
 
 from app import constants as C
 from app.data.config import DataConfig
-from app.data.io import StageReport, input_files, pack_units, read_input, read_unit, row_group_units
+from app.data.io import (
+    StageReport,
+    input_files,
+    map_tasks,
+    pack_units,
+    read_input,
+    read_unit,
+    row_group_units,
+)
 from app.errors import SchemaError
 from app.storage import Storage
 
@@ -36,16 +44,13 @@ def _count_apps(batch: dict) -> pa.Table:
 
 def app_impressions(storage: Storage, cfg: DataConfig) -> pa.Table:
     """Impressions per spread_app_id over the raw show log (Ray Data, one column read)."""
-    import ray
 
     files = input_files(storage, "showlog", cfg.raw.showlog, C.SHOWLOG_COLUMNS)
     # one column read per row group is quick: a task takes several (task scheduling costs more)
-    ds = ray.data.from_items(pack_units(row_group_units(files), 2_000_000)).map_batches(_count_apps, batch_size=1)
-    parts = ds.to_arrow_refs()
-    tables = [t for t in ray.get(parts) if t.num_rows]
-    if not tables:
+    counts = map_tasks(pack_units(row_group_units(files), 2_000_000), _count_apps, {})
+    if not len(counts):
         return pa.table({C.SPREAD_APP_ID: pa.array([], pa.string()), "n": pa.array([], pa.int64())})
-    allc = pa.concat_tables(tables)
+    allc = pa.Table.from_pandas(counts, preserve_index=False)
     return allc.group_by(C.SPREAD_APP_ID).aggregate([("n", "sum")]).rename_columns([C.SPREAD_APP_ID, "n"])
 
 

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from app import constants as C
 from app.data.config import DataConfig
-from app.data.io import StageReport
+from app.data.io import StageReport, map_tasks
 from app.data.tfrecord import ExampleLayout, column_maxima, encode_groups, write_records
 from app.storage import Storage
 
@@ -307,7 +307,6 @@ def samples_bucket(batch: dict, root: str, staging: str, cut: int, params: dict)
 
 
 def run(cfg: DataConfig, storage: Storage) -> dict:
-    import ray
 
     from app.data.keywords import load_keywords
 
@@ -319,10 +318,8 @@ def run(cfg: DataConfig, storage: Storage) -> dict:
     staging = storage.new_staging(f"samples-{sc.run}")
     params = {"interval": cfg.interval_time_in_seconds, "length": sc.length, "hist_len": sc.hist_len,
               "neg_sample_rate": sc.neg_sample_rate, "seed": sc.seed, "shards": sc.shards}
-    stats = ray.data.from_items([{"bucket": b} for b in range(cfg.did_bucket_num)]).map_batches(
-        samples_bucket, batch_size=1,
-        fn_kwargs={"root": storage.root, "staging": staging, "cut": cut, "params": params},
-    ).to_pandas()
+    stats = map_tasks([{"bucket": b} for b in range(cfg.did_bucket_num)], samples_bucket,
+                      {"root": storage.root, "staging": staging, "cut": cut, "params": params})
     keywords = load_keywords(storage, kept_only=False)
     names = keywords[C.KEYWORD].to_pylist()
     idx = keywords[C.KEYWORD_INDEX].to_pylist()

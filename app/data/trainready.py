@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from app import constants as C
 from app.data.config import DataConfig, TrainReadyConfig
-from app.data.io import StageReport, write_parquet
+from app.data.io import StageReport, map_tasks, write_parquet
 from app.data.transforms import as_dictionary
 from app.storage import Storage
 
@@ -172,19 +172,16 @@ def trainready_bucket(batch: dict, root: str, final: str, qstaging: str, filters
 
 
 def run(cfg: DataConfig, storage: Storage) -> dict:
-    import ray
 
     from app.data.unify import selected_days
 
     report = StageReport("trainready")
     final = storage.new_staging("trainready")
     qstaging = storage.new_staging("trainready-quarantine")
-    stats = ray.data.from_items([{"bucket": b} for b in range(cfg.did_bucket_num)]).map_batches(
-        trainready_bucket, batch_size=1,
-        fn_kwargs={"root": storage.root, "final": final, "qstaging": qstaging,
-                   "filters": cfg.trainready.model_dump(), "num_buckets": cfg.did_bucket_num,
-                   "days": selected_days(cfg)},
-    ).to_pandas()
+    stats = map_tasks([{"bucket": b} for b in range(cfg.did_bucket_num)], trainready_bucket,
+                      {"root": storage.root, "final": final, "qstaging": qstaging,
+                       "filters": cfg.trainready.model_dump(), "num_buckets": cfg.did_bucket_num,
+                       "days": selected_days(cfg)})
     storage.commit_partitions(final, C.T_TRAINREADY)
     storage.commit_replace(qstaging, f"{C.T_QUARANTINE}/trainready")
     report.rows_in = int(stats["rows_in"].sum())

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from app import constants as C
 from app.data.config import DataConfig
-from app.data.io import StageReport, write_parquet
+from app.data.io import StageReport, map_tasks, write_parquet
 from app.data.transforms import interval_start, parse_time_fields
 from app.storage import Storage
 
@@ -95,15 +95,12 @@ def selected_days(cfg: DataConfig) -> list[str] | None:
 
 
 def run(cfg: DataConfig, storage: Storage) -> dict:
-    import ray
 
     report = StageReport("unify")
     final = storage.new_staging("logs")
-    stats = ray.data.from_items([{"bucket": b} for b in range(cfg.did_bucket_num)]).map_batches(
-        unify_bucket, batch_size=1,
-        fn_kwargs={"root": storage.root, "final": final, "interval": cfg.interval_time_in_seconds,
-                   "days": selected_days(cfg)},
-    ).to_pandas()
+    stats = map_tasks([{"bucket": b} for b in range(cfg.did_bucket_num)], unify_bucket,
+                      {"root": storage.root, "final": final, "interval": cfg.interval_time_in_seconds,
+                       "days": selected_days(cfg)})
     leaves = storage.commit_partitions(final, C.T_LOGS)
     report.rows_in = int(stats["rows_in"].sum())
     report.rows_out = int(stats["rows_out"].sum())

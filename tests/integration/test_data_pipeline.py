@@ -67,3 +67,21 @@ def test_missing_input_table_named(ray_local, tmp_path):
     storage = Storage(str(tmp_path / "empty"))
     with pytest.raises(SchemaError, match="keyword"):
         run_pipeline(DataConfig(), storage, stages=["keywords"])
+
+
+def _echo(batch):
+    import os
+
+    return {"item": batch["item"], "pid": np.array([os.getpid()])}
+
+
+def test_map_tasks_one_task_per_item_and_context_restored(ray_local):
+    import ray
+
+    from app.data.io import map_tasks
+
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.op_resource_reservation_enabled
+    out = map_tasks([{"item": i} for i in range(5)], _echo, {})
+    assert sorted(out["item"].tolist()) == list(range(5))
+    assert ctx.op_resource_reservation_enabled == before
