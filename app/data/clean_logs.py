@@ -1,4 +1,4 @@
-"""Stage 3, clean show and click logs (and, fused into the same per-bucket pass, stage 4's output).
+"""Stage 3, clean show and click logs (and, fused into the same per-bucket pass, the later stages).
 
 Step 1, one Ray Data ``map_batches`` task per raw row group of either log (lookup tables shipped
 once through the object store): whitelist slot ids and add ``media_category``; join keyword (via
@@ -27,11 +27,15 @@ Why it is built this way (10M raw rows on 2 cores; see BENCHMARKS.md):
   every row (about a third of the old clean time). ``python -m app data unify`` still rebuilds
   ``tables/logs`` from the cleaned tables alone (:mod:`app.data.unify`), and the pipeline records
   the fusion in the unify report.
+- In a run that includes them, train-ready and samples follow in the same bucket task, on the rows
+  it holds (``fuse``, :func:`_downstream_bucket`); their output is committed only where it equals
+  what the stage run alone would write (:func:`_commit_downstream`), else they run alone after.
 """
 
 from __future__ import annotations
 
 import posixpath
+import time
 import uuid
 from typing import Any
 
@@ -41,7 +45,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from app import constants as C
-from app.data.config import DataConfig
+from app.data import samples, trainready
+from app.data.config import DataConfig, TrainReadyConfig
 from app.data.io import (
     StageReport,
     input_files,
@@ -74,6 +79,8 @@ DEDUP_KEY = [C.DID, C.ADV_ID, C.MEDIA, C.SLOT_ID, C.SPREAD_APP_ID, C.DEVICE_NAME
 MIN_TASK_ROWS = 250_000
 #: internal columns of the staged rows (never written to a table)
 SECS, DAYNUM, HASH = "_secs", "_day", "_hash"
+#: step 1 statistic (a maximum, not a sum): the newest clean timestamp, epoch seconds
+NEWEST = "newest_secs"
 #: the columns of a (day, did_bucket) partition file (partition values live in the path)
 BODY_COLUMNS = [c for c in C.CLEAN_LOG_COLUMNS if c not in (C.DAY, C.DID_BUCKET)]
 
@@ -291,7 +298,8 @@ def clean_block(batch: dict, lookups_ref: list, logs: dict, root: str, day_range
                                                  f"b-{tag}.arrow"), part)
         if quarantine.num_rows:
             pq.write_table(quarantine, storage.path(info["qstaging"], f"q-{tag}.parquet"), filesystem=storage.fs)
-        row = {"rows_in": raw.num_rows, "rows_out": clean.num_rows, **counts}
+        row = {"rows_in": raw.num_rows, "rows_out": clean.num_rows, **counts,
+               NEWEST: int(clean[SECS].to_numpy().max()) if clean.num_rows else -1}
         for k, v in row.items():
             names.append(k)
             values.append(int(v))
@@ -365,19 +373,28 @@ def _plain(table: pa.Table) -> pa.Table:
                                  for f in table.schema]))
 
 
-def finish_bucket(batch: dict, root: str, logs: dict, logs_final: str, interval: int) -> dict:
+def finish_bucket(batch: dict, root: str, logs: dict, logs_final: str, interval: int,
+                  downstream: dict | None = None) -> dict:
     """Ray Data task for did_buckets: per day, dedup each log's staged rows, then write the
     (day, did_bucket) partitions of the show log, the click log and the unified logs.
 
     An exact duplicate has the same did (so the same bucket) and the same timestamp (so the same
     day) as its original, so deduplicating a (day, bucket)'s rows at once finds every duplicate.
+
+    ``downstream`` (fused run, see :func:`run`): then the bucket's unified rows, all days, go on
+    in memory to the train-ready stage and its train-ready rows to the samples stage, each
+    writing to its own staging area exactly as the stage run alone would.
     """
     from app.data.unify import unify_view
 
     storage = Storage(root)
     out = {f"{log}_{k}": 0 for log in LOGS for k in ("rows_out", "duplicate")}
     out["logs_rows"] = 0
+    out.update({f"trainready_{k}": 0 for k in (*trainready.COUNTERS, "seconds")})
+    out["trainready_max_interval"] = -1
+    out.update({f"samples_{k}": 0 for k in (*samples.COUNTERS, "seconds")})
     for bucket in batch["bucket"]:
+        unified: list[pa.Table] = []
         staged = {log: _staged_days(storage, logs[log]["staging"], int(bucket)) for log in LOGS}
         dups: dict[str, list[pa.Table]] = {log: [] for log in LOGS}
         for daynum in sorted(set().union(*[set(runs) for runs in staged.values()])):
@@ -406,11 +423,33 @@ def finish_bucket(batch: dict, root: str, logs: dict, logs_final: str, interval:
             storage.makedirs(logs_final, part)
             write_parquet(views, storage.path(logs_final, part, "part-0.parquet"), storage.fs)
             out["logs_rows"] += sum(v.num_rows for v in views)
+            if downstream:
+                unified += [v.select(trainready.READ_COLUMNS) for v in views]
+        if downstream and unified:
+            _downstream_bucket(storage, pa.concat_tables(unified), int(bucket), downstream, out)
         for log, tables in dups.items():
             if tables:
                 pq.write_table(pa.concat_tables(tables), storage.path(
                     logs[log]["qstaging"], f"dup-b{int(bucket)}-{uuid.uuid4().hex[:12]}.parquet"), filesystem=storage.fs)
     return {k: np.array([v]) for k, v in out.items()}
+
+
+def _downstream_bucket(storage: Storage, unified: pa.Table, bucket: int, downstream: dict, out: dict) -> None:
+    """The fused train-ready (and samples) work of one bucket; adds its counters to ``out``."""
+    t0 = time.perf_counter()
+    tr = downstream["trainready"]
+    counts, table = trainready.stage_bucket(storage, unified, bucket, tr["final"], tr["qstaging"],
+                                            TrainReadyConfig(**tr["filters"]), tr["num_buckets"])
+    for k in trainready.COUNTERS:
+        out[f"trainready_{k}"] += counts[k]
+    out["trainready_max_interval"] = max(out["trainready_max_interval"], counts["max_interval"])
+    t1 = time.perf_counter()
+    out["trainready_seconds"] += t1 - t0
+    sm = downstream.get("samples")
+    if sm:
+        for k, v in samples.stage_bucket(storage, table, bucket, sm["staging"], sm["cut"], sm["params"]).items():
+            out[f"samples_{k}"] += v
+        out["samples_seconds"] += time.perf_counter() - t1
 
 
 def day_bounds(cfg: DataConfig) -> tuple[int, int] | None:
@@ -421,9 +460,17 @@ def day_bounds(cfg: DataConfig) -> tuple[int, int] | None:
     return lo, hi
 
 
-def run(cfg: DataConfig, storage: Storage) -> dict[str, Any]:
+def run(cfg: DataConfig, storage: Storage, fuse: tuple[str, ...] = ()) -> dict[str, Any]:
     """Both logs: clean (step 1), dedup + write (step 2). Returns the clean_showlog and
-    clean_clicklog reports; writes the unify report for ``tables/logs`` written alongside."""
+    clean_clicklog reports, and under ``fused`` the later stages whose output this run wrote and
+    committed: always unify (``tables/logs``), and those of ``fuse`` it could.
+
+    ``fuse=("trainready",)`` or ``("trainready", "samples")``: step 2's bucket tasks go on with
+    those stages' per-bucket work on the rows they hold (no re-read of ``tables/logs`` and
+    ``tables/trainready``, no extra Ray Data jobs). Their output is committed only if it is exactly
+    what the stage run alone would produce now (:func:`_commit_downstream`); otherwise it is
+    dropped and the stage is left to the caller to run.
+    """
     import ray
 
     reports = {log: StageReport(f"clean_{log}") for log in LOGS}
@@ -442,10 +489,12 @@ def run(cfg: DataConfig, storage: Storage) -> dict[str, Any]:
     logs_final = storage.new_staging("logs")
     stats = map_tasks(units, clean_block, {"lookups_ref": [lookups_ref], "logs": logs, "root": storage.root,
                                            "day_range": day_bounds(cfg)})
-    totals = stats.groupby(["log", "name"])["value"].sum().to_dict()
+    newest = stats["name"] == NEWEST
+    totals = stats[~newest].groupby(["log", "name"])["value"].sum().to_dict()
+    downstream = _plan_downstream(cfg, storage, fuse, int(stats.loc[newest, "value"].max()) if newest.any() else -1)
     done = map_tasks([{"bucket": b} for b in range(cfg.did_bucket_num)], finish_bucket,
                      {"root": storage.root, "logs": logs, "logs_final": logs_final,
-                      "interval": cfg.interval_time_in_seconds})
+                      "interval": cfg.interval_time_in_seconds, "downstream": downstream})
     out: dict[str, Any] = {}
     for log, (_time_col, dest) in LOGS.items():
         leaves = storage.commit_partitions(logs[log]["final"], dest)
@@ -463,4 +512,73 @@ def run(cfg: DataConfig, storage: Storage) -> dict[str, Any]:
     unify_report.rows_out = int(done["logs_rows"].sum())
     unify_report.extra = {"partitions": len(leaves), "written_by": "clean"}
     unify_report.finish(storage)  # the pipeline reports it as the unify stage's (see pipeline.py)
+    out["fused"] = ["unify", *_commit_downstream(cfg, storage, downstream, done, set(leaves))]
     return out
+
+
+def _plan_downstream(cfg: DataConfig, storage: Storage, fuse: tuple[str, ...], newest_secs: int) -> dict | None:
+    """Staging areas and parameters of the fused stages, or None.
+
+    The samples split needs the cutting date before any bucket is done. Unless the config sets
+    it, it follows from the newest train-ready interval, which is predicted here from the newest
+    clean row; :func:`_commit_downstream` checks the prediction against the real value.
+    """
+    from app.data.transforms import interval_start
+
+    if "trainready" not in fuse:
+        return None
+    plan: dict[str, Any] = {"trainready": {**trainready.new_staging(storage), "filters": cfg.trainready.model_dump(),
+                                           "num_buckets": cfg.did_bucket_num}}
+    if "samples" in fuse:
+        staging, params = samples.plan(cfg, storage)
+        newest = int(interval_start(np.array([newest_secs]), cfg.interval_time_in_seconds)[0]) if newest_secs >= 0 else 0
+        plan["samples"] = {"staging": staging, "params": params,
+                           "cut": samples.cutting_seconds(cfg.samples.cutting_date, newest)}
+    return plan
+
+
+def _commit_downstream(cfg: DataConfig, storage: Storage, plan: dict | None, done: Any, logs_written: set[str]) -> list[str]:
+    """Commit the fused stages' staged output where it equals what the stage run alone would make
+    now; drop it otherwise. Returns the stages committed.
+
+    Train-ready alone reads every ``tables/logs`` partition of the selected days (buckets below
+    ``did_bucket_num``): the fused rows are those only if every such partition was written by
+    this run (a day of an older run that the new input lacks would be missing). Samples alone
+    reads every train-ready partition and derives the cut from them: the fused shards hold if the
+    train-ready table is exactly the partitions just written and the predicted cut was right.
+    """
+    from app.data.unify import selected_days
+
+    if plan is None:
+        return []
+    tr, sm = plan["trainready"], plan.get("samples")
+    days, n = selected_days(cfg), cfg.did_bucket_num
+
+    def read_alone(leaf: str) -> bool:
+        day, bucket = (kv.split("=", 1)[1] for kv in leaf.split("/"))
+        return (days is None or day in days) and int(bucket) < n
+
+    stale = [leaf for leaf in storage.list_partitions(C.T_LOGS) if read_alone(leaf) and leaf not in logs_written]
+    if stale:
+        for path in (tr["final"], tr["qstaging"], sm and sm["staging"]):
+            if path:
+                storage.delete(path)
+        return []
+    report = StageReport("trainready")
+    report.seconds = float(done["trainready_seconds"].sum())
+    report.extra["written_by"] = "clean"
+    tr_written = set(storage.list_partitions(tr["final"]))
+    trainready.commit(storage, tr, {k: int(done[f"trainready_{k}"].sum()) for k in trainready.COUNTERS}, report)
+    if not sm:
+        return ["trainready"]
+    newest = max(int(done["trainready_max_interval"].max()), 0)
+    cut = samples.cutting_seconds(cfg.samples.cutting_date, newest)
+    if set(storage.list_partitions(C.T_TRAINREADY)) != tr_written or cut != sm["cut"]:
+        storage.delete(sm["staging"])
+        return ["trainready"]
+    report = StageReport("samples")
+    report.seconds = float(done["samples_seconds"].sum())
+    report.extra["written_by"] = "clean"
+    samples.commit(cfg, storage, sm["staging"], cut, {k: int(done[f"samples_{k}"].sum()) for k in samples.COUNTERS},
+                   report)
+    return ["trainready", "samples"]

@@ -186,6 +186,8 @@ class StageReport:
         self.rows_out = 0
         self.quarantined: Counter[str] = Counter()
         self.extra: dict[str, Any] = {}
+        #: set for a stage run fused inside another one: its own task seconds, not wall time
+        self.seconds: float | None = None
 
     def add_quarantine(self, counts: dict[str, int]) -> None:
         self.quarantined.update({k: int(v) for k, v in counts.items() if v})
@@ -197,7 +199,7 @@ class StageReport:
             "rows_out": int(self.rows_out),
             "quarantined": dict(sorted(self.quarantined.items())),
             "quarantined_total": int(sum(self.quarantined.values())),
-            "seconds": round(time.perf_counter() - self.started, 3),
+            "seconds": round(time.perf_counter() - self.started if self.seconds is None else self.seconds, 3),
             **self.extra,
         }
         storage.write_json(f"{C.REPORTS}/{self.stage}.json", out)

@@ -268,58 +268,72 @@ def cutting_seconds(cfg_cut: dt.date | None, max_interval_start: int) -> int:
     return last_day - 2 * 86400
 
 
+def stage_bucket(storage: Storage, table: pa.Table, bucket: int, staging: str, cut: int, params: dict) -> dict:
+    """One did_bucket's train-ready rows -> shuffled, sharded TFRecord files in ``staging``.
+
+    The clean stage calls it too, on the rows it just built, when it runs this stage fused."""
+    out: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+    out["users"] = table.num_rows
+    groups, samples = sample_groups(table, params["interval"], params["length"], params["hist_len"],
+                                    params["neg_sample_rate"], params["seed"])
+    if not groups:
+        return out
+    own = {"target_kwi": samples["target_kwi"], "label": samples["label"]}
+    layout = ExampleLayout.fitting(params["hist_len"], column_maxima({**groups, **own}))
+    encoded = encode_groups(groups, params["hist_len"], layout)
+    is_test = groups["interval_starting_time"][samples["group"]] >= cut
+    rng = np.random.default_rng([params["seed"], int(bucket)])
+    for split, mask in (("train", ~is_test), ("test", is_test)):
+        idx = np.nonzero(mask)[0]
+        if len(idx) == 0:
+            continue
+        idx = idx[rng.permutation(len(idx))]
+        for shard, part in enumerate(np.array_split(idx, params["shards"])):
+            if len(part) == 0:
+                continue
+            name = storage.path(staging, split, f"part-b{int(bucket):04d}-{shard:03d}.tfrecord")
+            write_records(name, encoded, samples["group"][part],
+                          {"target_kwi": samples["target_kwi"][part], "label": samples["label"][part]},
+                          filesystem=None if not storage._scheme else storage.fs)
+        out[f"{split}_rows"] += len(idx)
+        out[f"{split}_pos"] += int(samples["label"][idx].sum())
+    return out
+
+
+#: the per-bucket counters of :func:`stage_bucket`
+COUNTERS = ("users", "train_rows", "train_pos", "test_rows", "test_pos")
+
+
 def samples_bucket(batch: dict, root: str, staging: str, cut: int, params: dict) -> dict:
-    """Ray Data task: one did_bucket's train-ready rows -> shuffled, sharded TFRecord files."""
+    """Ray Data task: read one did_bucket's train-ready rows, write its TFRecord shards."""
     import pyarrow.parquet as pq
 
     storage = Storage(root)
-    out: dict[str, int] = {"users": 0, "train_rows": 0, "train_pos": 0, "test_rows": 0, "test_pos": 0}
+    out = dict.fromkeys(COUNTERS, 0)
     for bucket in batch["bucket"]:
         files = storage.list_files(C.T_TRAINREADY, f"{C.DID_BUCKET}={bucket}", suffix=".parquet")
         if not files:
             continue
         table = pq.read_table(files, filesystem=storage.fs, partitioning=None)
-        out["users"] += table.num_rows
-        groups, samples = sample_groups(table, params["interval"], params["length"], params["hist_len"],
-                                        params["neg_sample_rate"], params["seed"])
-        if not groups:
-            continue
-        own = {"target_kwi": samples["target_kwi"], "label": samples["label"]}
-        layout = ExampleLayout.fitting(params["hist_len"], column_maxima({**groups, **own}))
-        encoded = encode_groups(groups, params["hist_len"], layout)
-        is_test = groups["interval_starting_time"][samples["group"]] >= cut
-        rng = np.random.default_rng([params["seed"], int(bucket)])
-        for split, mask in (("train", ~is_test), ("test", is_test)):
-            idx = np.nonzero(mask)[0]
-            if len(idx) == 0:
-                continue
-            idx = idx[rng.permutation(len(idx))]
-            for shard, part in enumerate(np.array_split(idx, params["shards"])):
-                if len(part) == 0:
-                    continue
-                name = storage.path(staging, split, f"part-b{int(bucket):04d}-{shard:03d}.tfrecord")
-                write_records(name, encoded, samples["group"][part],
-                              {"target_kwi": samples["target_kwi"][part], "label": samples["label"][part]},
-                              filesystem=None if not storage._scheme else storage.fs)
-            out[f"{split}_rows"] += len(idx)
-            out[f"{split}_pos"] += int(samples["label"][idx].sum())
+        for k, v in stage_bucket(storage, table, int(bucket), staging, cut, params).items():
+            out[k] += v
     return {k: np.array([v]) for k, v in out.items()}
 
 
-def run(cfg: DataConfig, storage: Storage) -> dict:
-
-    from app.data.keywords import load_keywords
-
-    report = StageReport("samples")
+def plan(cfg: DataConfig, storage: Storage) -> tuple[str, dict]:
+    """(staging directory, task parameters) of a samples run."""
     sc = cfg.samples
-    tr = storage.read_table(C.T_TRAINREADY, columns=[C.INTERVAL_STARTING_TIME])
-    max_start = int(pc.max(pc.list_flatten(tr[C.INTERVAL_STARTING_TIME])).as_py() or 0)
-    cut = cutting_seconds(sc.cutting_date, max_start)
-    staging = storage.new_staging(f"samples-{sc.run}")
     params = {"interval": cfg.interval_time_in_seconds, "length": sc.length, "hist_len": sc.hist_len,
               "neg_sample_rate": sc.neg_sample_rate, "seed": sc.seed, "shards": sc.shards}
-    stats = map_tasks([{"bucket": b} for b in range(cfg.did_bucket_num)], samples_bucket,
-                      {"root": storage.root, "staging": staging, "cut": cut, "params": params})
+    return storage.new_staging(f"samples-{sc.run}"), params
+
+
+def commit(cfg: DataConfig, storage: Storage, staging: str, cut: int, totals: dict[str, int],
+           report: StageReport) -> dict:
+    """Write ``stats.json`` next to the staged shards, swap them in as ``samples/<run>``, report."""
+    from app.data.keywords import load_keywords
+
+    sc = cfg.samples
     keywords = load_keywords(storage, kept_only=False)
     names = keywords[C.KEYWORD].to_pylist()
     idx = keywords[C.KEYWORD_INDEX].to_pylist()
@@ -329,8 +343,8 @@ def run(cfg: DataConfig, storage: Storage) -> dict:
     split_stats = {}
     for split in ("train", "test"):
         files = [f.rsplit("/", 1)[1] for f in storage.list_files(staging, split, suffix=".tfrecord")]
-        rows = int(stats[f"{split}_rows"].sum())
-        pos = int(stats[f"{split}_pos"].sum())
+        rows = int(totals[f"{split}_rows"])
+        pos = int(totals[f"{split}_pos"])
         split_stats[split] = {"rows": rows, "positives": pos, "ctr": round(pos / rows, 6) if rows else 0.0,
                               "files": files}
     info = {
@@ -349,8 +363,19 @@ def run(cfg: DataConfig, storage: Storage) -> dict:
     }
     storage.write_json(f"{staging}/stats.json", info)
     storage.commit_replace(staging, f"samples/{sc.run}")
-    report.rows_in = int(stats["users"].sum())
+    report.rows_in = int(totals["users"])
     report.rows_out = split_stats["train"]["rows"] + split_stats["test"]["rows"]
-    report.extra = {"train": split_stats["train"]["rows"], "test": split_stats["test"]["rows"],
-                    "cutting_date": info["cutting_date"]}
+    report.extra.update({"train": split_stats["train"]["rows"], "test": split_stats["test"]["rows"],
+                         "cutting_date": info["cutting_date"]})
     return report.finish(storage)
+
+
+def run(cfg: DataConfig, storage: Storage) -> dict:
+    report = StageReport("samples")
+    tr = storage.read_table(C.T_TRAINREADY, columns=[C.INTERVAL_STARTING_TIME])
+    max_start = int(pc.max(pc.list_flatten(tr[C.INTERVAL_STARTING_TIME])).as_py() or 0)
+    cut = cutting_seconds(cfg.samples.cutting_date, max_start)
+    staging, params = plan(cfg, storage)
+    stats = map_tasks([{"bucket": b} for b in range(cfg.did_bucket_num)], samples_bucket,
+                      {"root": storage.root, "staging": staging, "cut": cut, "params": params})
+    return commit(cfg, storage, staging, cut, {k: int(stats[k].sum()) for k in COUNTERS}, report)

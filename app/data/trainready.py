@@ -142,10 +142,35 @@ def build_trainready(
     return table, orphans, counts
 
 
+def stage_bucket(storage: Storage, logs: pa.Table, bucket: int, final: str, qstaging: str,
+                 filters: TrainReadyConfig, num_buckets: int) -> tuple[dict[str, int], pa.Table]:
+    """Build one bucket's train-ready rows from its unified logs and write them (and its orphan
+    clicks) to the staging areas; return the counters and the rows. The clean stage calls it too
+    when it runs this stage fused (:mod:`app.data.pipeline`). A bucket whose users were all
+    filtered out still gets its (empty) partition, so a re-run replaces the old one."""
+    table, orphans, counts = build_trainready(logs, filters, bucket, num_buckets)
+    part = f"{C.DID_BUCKET}={bucket}"
+    storage.makedirs(final, part)
+    write_parquet(table, storage.path(final, part, "part-0.parquet"), storage.fs, flat=False)
+    if orphans.num_rows:
+        pq.write_table(
+            orphans.append_column(C.REASON, pa.array(["click_without_show"] * orphans.num_rows)),
+            storage.path(qstaging, f"b{bucket}.parquet"), filesystem=storage.fs,
+        )
+    newest = pc.max(pc.list_flatten(table[C.INTERVAL_STARTING_TIME])).as_py()
+    counts["rows_in"] = logs.num_rows
+    counts["max_interval"] = -1 if newest is None else int(newest)
+    return counts, table
+
+
+#: the per-bucket counters of :func:`stage_bucket` that add up over buckets
+COUNTERS = ("rows_in", "users", "click_without_show", "filtered_users")
+
+
 def trainready_bucket(batch: dict, root: str, final: str, qstaging: str, filters: dict, num_buckets: int,
                       days: list[str] | None) -> dict:
     storage = Storage(root)
-    out = {"rows_in": 0, "users": 0, "click_without_show": 0, "filtered_users": 0}
+    out = dict.fromkeys(COUNTERS, 0)
     for bucket in batch["bucket"]:
         files = []
         for day in storage.iter_dirs(C.T_LOGS):
@@ -156,36 +181,34 @@ def trainready_bucket(batch: dict, root: str, final: str, qstaging: str, filters
             continue
         logs = pq.read_table(files, columns=READ_COLUMNS, filesystem=storage.fs, partitioning=None,
                              read_dictionary=[C.DID])
-        table, orphans, counts = build_trainready(logs, TrainReadyConfig(**filters), int(bucket), num_buckets)
-        part = f"{C.DID_BUCKET}={bucket}"
-        storage.makedirs(final, part)
-        write_parquet(table, storage.path(final, part, "part-0.parquet"), storage.fs, flat=False)
-        if orphans.num_rows:
-            pq.write_table(
-                orphans.append_column(C.REASON, pa.array(["click_without_show"] * orphans.num_rows)),
-                storage.path(qstaging, f"b{bucket}.parquet"), filesystem=storage.fs,
-            )
-        out["rows_in"] += logs.num_rows
-        for k in ("users", "click_without_show", "filtered_users"):
+        counts, _table = stage_bucket(storage, logs, int(bucket), final, qstaging, TrainReadyConfig(**filters),
+                                      num_buckets)
+        for k in COUNTERS:
             out[k] += counts[k]
     return {k: np.array([v]) for k, v in out.items()}
 
 
-def run(cfg: DataConfig, storage: Storage) -> dict:
+def new_staging(storage: Storage) -> dict[str, str]:
+    return {"final": storage.new_staging("trainready"), "qstaging": storage.new_staging("trainready-quarantine")}
 
+
+def commit(storage: Storage, staging: dict[str, str], totals: dict[str, int], report: StageReport) -> dict:
+    """Swap the staged train-ready partitions and quarantine in; write the stage report."""
+    storage.commit_partitions(staging["final"], C.T_TRAINREADY)
+    storage.commit_replace(staging["qstaging"], f"{C.T_QUARANTINE}/trainready")
+    report.rows_in = int(totals["rows_in"])
+    report.rows_out = int(totals["users"])
+    report.add_quarantine({"click_without_show": int(totals["click_without_show"])})
+    report.extra.update({"users": report.rows_out, "filtered_users": int(totals["filtered_users"])})
+    return report.finish(storage)
+
+
+def run(cfg: DataConfig, storage: Storage) -> dict:
     from app.data.unify import selected_days
 
     report = StageReport("trainready")
-    final = storage.new_staging("trainready")
-    qstaging = storage.new_staging("trainready-quarantine")
+    staging = new_staging(storage)
     stats = map_tasks([{"bucket": b} for b in range(cfg.did_bucket_num)], trainready_bucket,
-                      {"root": storage.root, "final": final, "qstaging": qstaging,
-                       "filters": cfg.trainready.model_dump(), "num_buckets": cfg.did_bucket_num,
-                       "days": selected_days(cfg)})
-    storage.commit_partitions(final, C.T_TRAINREADY)
-    storage.commit_replace(qstaging, f"{C.T_QUARANTINE}/trainready")
-    report.rows_in = int(stats["rows_in"].sum())
-    report.rows_out = int(stats["users"].sum())
-    report.add_quarantine({"click_without_show": int(stats["click_without_show"].sum())})
-    report.extra = {"users": report.rows_out, "filtered_users": int(stats["filtered_users"].sum())}
-    return report.finish(storage)
+                      {"root": storage.root, **staging, "filters": cfg.trainready.model_dump(),
+                       "num_buckets": cfg.did_bucket_num, "days": selected_days(cfg)})
+    return commit(storage, staging, {k: int(stats[k].sum()) for k in COUNTERS}, report)

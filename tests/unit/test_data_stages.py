@@ -120,3 +120,36 @@ def test_trainready_user_filters():
     table, _, counts = build_trainready(logs, TrainReadyConfig(max_traffic=1), 0, 1)
     assert table[C.DID].to_pylist() == ["B"]
     assert np.all(table[C.DID_INDEX].to_numpy() >= 0)
+
+
+def test_fused_samples_dropped_when_the_predicted_cut_was_wrong(tmp_path):
+    """The fused samples stage guesses the cutting date from the newest clean row; if the newest
+    train-ready interval says otherwise, its shards are dropped (train-ready is still committed)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from app import constants as C
+    from app.data import clean_logs
+    from app.data.config import DataConfig
+    from app.storage import Storage
+
+    storage = Storage(str(tmp_path))
+    cfg = DataConfig(did_bucket_num=1)
+    leaf = "day=2020-01-10/did_bucket=0"
+    storage.makedirs(C.T_LOGS, leaf)
+    pq.write_table(pa.table({"x": [1]}), storage.path(C.T_LOGS, leaf, "part-0.parquet"))
+    day10 = 1578614400  # 2020-01-10 00:00 UTC
+    plan = clean_logs._plan_downstream(cfg, storage, ("trainready", "samples"), day10 + 3600)
+    assert plan["samples"]["cut"] == day10 - 2 * 86400
+    storage.makedirs(plan["trainready"]["final"], "did_bucket=0")
+    pq.write_table(pa.table({"x": [1]}), storage.path(plan["trainready"]["final"], "did_bucket=0", "part-0.parquet"))
+    done = pd.DataFrame({
+        **{f"trainready_{k}": [1] for k in ("rows_in", "users", "click_without_show", "filtered_users", "seconds")},
+        "trainready_max_interval": [day10 - 86400],  # the newest day's users were all filtered out
+        **{f"samples_{k}": [1] for k in ("users", "train_rows", "train_pos", "test_rows", "test_pos", "seconds")},
+    })
+    assert clean_logs._commit_downstream(cfg, storage, plan, done, {leaf}) == ["trainready"]
+    assert storage.list_partitions(C.T_TRAINREADY) == ["did_bucket=0"]
+    assert not storage.exists(plan["samples"]["staging"]) and not storage.exists("samples/default")
+    assert storage.read_json("reports/trainready.json")["written_by"] == "clean"
