@@ -64,7 +64,7 @@ class PeakMemory:
         self._thread.join()
 
 
-def run_size(rows: int, days: int, workdir: str) -> dict:
+def run_size(rows: int, days: int, workdir: str, overrides: list[str]) -> dict:
     users = max(1000, int(rows / (days * 4.0 * 1.08)))  # ~4 shows/user/day plus ~8% clicks
     gcfg = load_config(GenerateConfig, "configs/generate.yaml", [f"users={users}", f"days={days}"])
     root = os.path.join(workdir, f"rows{rows}")
@@ -73,7 +73,7 @@ def run_size(rows: int, days: int, workdir: str) -> dict:
     gen = generate(gcfg, storage)
     gen_s = time.perf_counter() - t0
     raw_rows = gen["rows"]["showlog"] + gen["rows"]["clicklog"]
-    cfg = load_config(DataConfig, "configs/data.yaml")
+    cfg = load_config(DataConfig, "configs/data.yaml", overrides)
     with PeakMemory() as mem:
         reports = run_pipeline(cfg, storage)
     stages = {}
@@ -85,6 +85,7 @@ def run_size(rows: int, days: int, workdir: str) -> dict:
             continue
         secs = reports["stage_seconds"][name]  # wall time of the stage inside run_pipeline
         stages[name] = {"seconds": round(secs, 2), "raw_rows_per_s": round(raw_rows / max(secs, 1e-3))}
+    stages["clean"]["task_seconds"] = reports["clean"]["showlog"]["task_seconds"]  # its two steps
     samples = reports["samples"]["train"] + reports["samples"]["test"]
     if reports["samples"].get("written_by"):
         # fused: seconds summed over the bucket tasks (several run at once), so this is a rate
@@ -97,6 +98,7 @@ def run_size(rows: int, days: int, workdir: str) -> dict:
         "raw_log_rows": raw_rows,
         "users": users,
         "days": days,
+        "data_config_overrides": overrides,
         "generate_seconds": round(gen_s, 2),
         "stages": stages,
         "end_to_end_seconds": reports["seconds"],
@@ -112,12 +114,14 @@ def main() -> None:
     ap.add_argument("--rows", type=int, action="append", help="raw log rows (repeatable)")
     ap.add_argument("--days", type=int, default=14)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="configs/data.yaml override, e.g. did_bucket_num=8 (repeatable)")
     args = ap.parse_args()
     from app.ray_utils import init_ray
 
     init_ray()
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench-data-")
-    results = [run_size(r, args.days, workdir) for r in (args.rows or [1_000_000])]
+    results = [run_size(r, args.days, workdir, args.overrides) for r in (args.rows or [1_000_000])]
     print(json.dumps({
         "benchmark": "data_pipeline",
         "date": time.strftime("%Y-%m-%d"),

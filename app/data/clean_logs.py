@@ -81,6 +81,8 @@ MIN_TASK_ROWS = 250_000
 SECS, DAYNUM, HASH = "_secs", "_day", "_hash"
 #: step 1 statistic (a maximum, not a sum): the newest clean timestamp, epoch seconds
 NEWEST = "newest_secs"
+#: step 1 statistic: task milliseconds (the stage report gives the task seconds of both steps)
+TASK_MS = "task_ms"
 #: the columns of a (day, did_bucket) partition file (partition values live in the path)
 BODY_COLUMNS = [c for c in C.CLEAN_LOG_COLUMNS if c not in (C.DAY, C.DID_BUCKET)]
 
@@ -279,6 +281,7 @@ def clean_block(batch: dict, lookups_ref: list, logs: dict, root: str, day_range
     work = [(f, int(rg), log) for files, groups, log in zip(batch["file"], batch["row_group"], batch["log"], strict=True)
             for f, rg in zip(files, groups, strict=True)]
     for f, rg, log in work:
+        started = time.perf_counter()
         info = logs[log]
         columns = info["columns"]
         raw = read_unit(f, rg, columns, dictionary=tuple(c for c in columns if c != info["time_col"]))
@@ -299,7 +302,8 @@ def clean_block(batch: dict, lookups_ref: list, logs: dict, root: str, day_range
         if quarantine.num_rows:
             pq.write_table(quarantine, storage.path(info["qstaging"], f"q-{tag}.parquet"), filesystem=storage.fs)
         row = {"rows_in": raw.num_rows, "rows_out": clean.num_rows, **counts,
-               NEWEST: int(clean[SECS].to_numpy().max()) if clean.num_rows else -1}
+               NEWEST: int(clean[SECS].to_numpy().max()) if clean.num_rows else -1,
+               TASK_MS: round(1000 * (time.perf_counter() - started))}
         for k, v in row.items():
             names.append(k)
             values.append(int(v))
@@ -393,7 +397,9 @@ def finish_bucket(batch: dict, root: str, logs: dict, logs_final: str, interval:
     out.update({f"trainready_{k}": 0 for k in (*trainready.COUNTERS, "seconds")})
     out["trainready_max_interval"] = -1
     out.update({f"samples_{k}": 0 for k in (*samples.COUNTERS, "seconds")})
+    out["seconds"] = 0.0  # this stage's own task seconds (without the fused stages')
     for bucket in batch["bucket"]:
+        started = time.perf_counter()
         unified: list[pa.Table] = []
         staged = {log: _staged_days(storage, logs[log]["staging"], int(bucket)) for log in LOGS}
         dups: dict[str, list[pa.Table]] = {log: [] for log in LOGS}
@@ -425,12 +431,15 @@ def finish_bucket(batch: dict, root: str, logs: dict, logs_final: str, interval:
             out["logs_rows"] += sum(v.num_rows for v in views)
             if downstream:
                 unified += [v.select(trainready.READ_COLUMNS) for v in views]
+        fused = time.perf_counter()
         if downstream and unified:
             _downstream_bucket(storage, pa.concat_tables(unified), int(bucket), downstream, out)
+        started += time.perf_counter() - fused
         for log, tables in dups.items():
             if tables:
                 pq.write_table(pa.concat_tables(tables), storage.path(
                     logs[log]["qstaging"], f"dup-b{int(bucket)}-{uuid.uuid4().hex[:12]}.parquet"), filesystem=storage.fs)
+        out["seconds"] += time.perf_counter() - started
     return {k: np.array([v]) for k, v in out.items()}
 
 
@@ -491,6 +500,7 @@ def run(cfg: DataConfig, storage: Storage, fuse: tuple[str, ...] = ()) -> dict[s
                                            "day_range": day_bounds(cfg)})
     newest = stats["name"] == NEWEST
     totals = stats[~newest].groupby(["log", "name"])["value"].sum().to_dict()
+    clean_task_s = sum(v for (_log, name), v in totals.items() if name == TASK_MS) / 1000
     downstream = _plan_downstream(cfg, storage, fuse, int(stats.loc[newest, "value"].max()) if newest.any() else -1)
     done = map_tasks([{"bucket": b} for b in range(cfg.did_bucket_num)], finish_bucket,
                      {"root": storage.root, "logs": logs, "logs_final": logs_final,
@@ -505,7 +515,10 @@ def run(cfg: DataConfig, storage: Storage, fuse: tuple[str, ...] = ()) -> dict[s
         rep.rows_out = int(done[f"{log}_rows_out"].sum())
         rep.add_quarantine({r: totals.get((log, r), 0) for r in REASONS})
         rep.add_quarantine({"duplicate": int(done[f"{log}_duplicate"].sum())})
-        rep.extra = {"partitions": len(leaves), "input_files": logs[log]["files"]}
+        rep.extra = {"partitions": len(leaves), "input_files": logs[log]["files"],
+                     # both logs together (one run): task seconds of step 1 and of step 2 (own part)
+                     "task_seconds": {"clean": round(clean_task_s, 3),
+                                      "dedup_write": round(float(done["seconds"].sum()), 3)}}
         out[log] = rep.finish(storage)
     leaves = storage.commit_partitions(logs_final, C.T_LOGS)
     unify_report.rows_in = out["showlog"]["rows_out"] + out["clicklog"]["rows_out"]
