@@ -103,8 +103,9 @@ def window_histories(
     ``2**(position in window)`` (a cell's rows are distinct intervals, one bit each); shows, clicks
     and those bits are summed by one ``bincount`` of a packed float64 when the sums fit in its 52
     bits. The ranking (most recent first, then more shows, then lower keyword) is one row-wise sort
-    of a packed int64 per cell (recency, shows, inverted keyword). Past those limits (long windows,
-    huge counts) the same result comes from separate sums and a row-wise stable argsort.
+    of one packed integer per cell (recency, shows, inverted keyword; int32 when it fits). Past
+    those limits (long windows, huge counts) the same result comes from separate sums and a
+    row-wise stable argsort.
     """
     n_targets = len(t_user)
     out = {
@@ -127,6 +128,10 @@ def window_histories(
     if packed:  # a power-of-two keyword axis: the packed values split with shifts and masks
         kw_bits = max(1, (n_kw - 1).bit_length())
         n_kw = 1 << kw_bits
+        # ranking value (recency + 1, shows, inverted keyword): int32 when it fits (half the
+        # memory traffic and a faster row sort than int64)
+        show_field = max(1, show_bits)
+        vtype = np.int32 if length.bit_length() + show_field + kw_bits <= 31 else np.int64
     chunk = max(1, WINDOW_CELLS // n_kw)
     for c0 in range(0, n_targets, chunk):
         c1 = min(n_targets, c0 + chunk)
@@ -150,17 +155,16 @@ def window_histories(
             clicks = (sums >> length) & ((1 << click_bits) - 1)
             shows = sums >> (length + click_bits)
             # float exponent of the bit set = its highest bit; +1 so that 0 means "not in the window"
-            value = np.maximum((bits.view(np.int64) >> 52) - 1022, 0)
-            value <<= 40
-            value |= shows
-            value <<= kw_bits
+            value = np.maximum((bits.view(np.int64) >> 52) - 1022, 0).astype(vtype)
+            value <<= show_field + kw_bits
+            value |= shows.astype(vtype) << kw_bits
             value = value.reshape(m, n_kw)
-            value |= np.arange(n_kw - 1, -1, -1, dtype=np.int64)  # lower keyword wins a tie
+            value |= np.arange(n_kw - 1, -1, -1, dtype=vtype)  # lower keyword wins a tie
             top = np.sort(value, axis=1)[:, : -width - 1 : -1]  # values are unique: plain sort
             kw = (n_kw - 1) - (top & (n_kw - 1))
-            kw *= top >= (1 << (40 + kw_bits))  # cells not in the window: padding 0
+            kw *= top >= (1 << (show_field + kw_bits))  # cells not in the window: padding 0
             out["hist_kwi"][c0:c1, :width] = kw
-            out["hist_show_counts"][c0:c1, :width] = (top >> kw_bits) & (_SHOWS_CAP - 1)
+            out["hist_show_counts"][c0:c1, :width] = (top >> kw_bits) & ((1 << show_field) - 1)
             out["hist_click_counts"][c0:c1, :width] = clicks[kw + (np.arange(m, dtype=np.int64) * n_kw)[:, None]]
             continue
         shows = np.bincount(cell, weights=long.shows[rows], minlength=cells)

@@ -11,17 +11,17 @@ from app.data.tfrecord import FEATURE_NAMES, read_samples, write_tfrecord_file
 DAY = 86400
 
 
-def random_trainready(rng, n_users=30, n_days=10, n_kw=6):
+def random_trainready(rng, n_users=30, n_days=10, n_kw=6, max_shows=3, max_clicks=3):
     rows = []
     for u in range(n_users):
         days = sorted(rng.choice(n_days, size=rng.integers(1, n_days), replace=False), reverse=True)
         kwi, shows, clicks = [], [], []
         for _ in days:
             ks = sorted(rng.choice(np.arange(1, n_kw + 1), size=rng.integers(1, 4), replace=False))
-            s = rng.integers(1, 4, size=len(ks))
+            s = rng.integers(1, max_shows + 1, size=len(ks))
             kwi.append([int(k) for k in ks])
             shows.append([int(x) for x in s])
-            clicks.append([int(rng.integers(0, x + 1)) for x in s])
+            clicks.append([int(rng.integers(0, min(x, max_clicks) + 1)) for x in s])
         rows.append({C.AGE: int(rng.integers(1, 7)), C.GENDER: int(rng.integers(0, 2)), C.DID: f"u{u}",
                      C.DID_INDEX: u, C.INTERVAL_STARTING_TIME: [int(d) * DAY for d in days],
                      C.KWI: kwi, C.KWI_SHOW_COUNTS: shows, C.KWI_CLICK_COUNTS: clicks})
@@ -43,9 +43,10 @@ def oracle_history(row, target_day, length, hist_len):
             [v[2] for _, v in ranked] + [0] * pad)
 
 
-@pytest.mark.parametrize("length,hist_len", [(1, 2), (3, 4), (7, 16), (60, 16)])  # 60: unpacked ranking
-def test_samples_match_bruteforce(length, hist_len):
-    table = random_trainready(np.random.default_rng(length))
+# 7 with up to 2**24 shows: the ranking values need int64; 60: the unpacked ranking
+@pytest.mark.parametrize("length,hist_len,max_shows", [(1, 2, 3), (3, 4, 3), (7, 16, 3), (7, 16, 2**24), (60, 16, 3)])
+def test_samples_match_bruteforce(length, hist_len, max_shows):
+    table = random_trainready(np.random.default_rng(length), max_shows=max_shows)
     cols = build_samples(table, DAY, length, hist_len, neg_sample_rate=1.0, seed=0)
     rows = table.to_pylist()
     expected_n = sum(len(k) for r in rows for k in r[C.KWI])
