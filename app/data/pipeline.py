@@ -5,9 +5,9 @@ reads the previous stage's tables from storage, so a failed run resumes from the
 Stages after clean are fused into it. Its second step has one Ray Data task per did_bucket that
 holds all of the bucket's cleaned rows; in the same task it writes the unified logs
 (``tables/logs``, always) and, when the run includes them, goes on to the bucket's train-ready
-rows and its TFRecord shards. Each stage's output, quarantine and report are the same as when
-the stage runs alone (the integration tests compare them byte for byte), and each is
-committed separately. What the fusion saves is re-reading ``tables/logs`` and
+rows and its TFRecord shards. Each stage's rows, quarantine and report counts are the same as
+when the stage runs alone (the integration tests compare the rows, and the TFRecord files byte
+for byte), and each is committed separately. What the fusion saves is re-reading ``tables/logs`` and
 ``tables/trainready`` and two more Ray Data jobs: about a quarter of the pipeline at 10M rows
 (BENCHMARKS.md). A fused report says ``written_by: clean``, and its ``seconds`` are the task
 seconds spent on that stage (summed over buckets, which run in parallel). Where the fused

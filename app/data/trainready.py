@@ -48,7 +48,7 @@ def _group_rows(rank: np.ndarray, ist: np.ndarray, kwi: np.ndarray, is_click: np
     When all six fit one int64 (always at realistic sizes), each row is packed into one key with
     the group fields high and (is_click, age, gender) low, the keys are sorted by value (about 5x
     cheaper than an argsort here, and no gathers after it: a group's fields are its keys' high
-    bits, its clicks and minima reductions of the low bits). Else an argsort/lexsort and gathers.
+    bits, its clicks and minima reductions of the low bits). Else a lexsort and gathers.
     """
     n = len(rank)
     if n == 0:
