@@ -62,9 +62,11 @@ from app.data.persona import load_persona
 from app.data.transforms import (
     as_dictionary,
     days_to_strings,
-    dictionary_hash,
     mix_hash,
     parse_time_fields,
+    stable_hash,
+    StringIndex,
+    unify_chunk_dictionaries,
 )
 from app.storage import Storage
 
@@ -122,10 +124,24 @@ class Lookups:
         self.app_known = kwi.is_valid().to_numpy(zero_copy_only=False)
         self.keyword_index = pc.fill_null(kwi, 0).to_numpy().astype(np.int32)
         self.kept = pc.fill_null(apps["kept"].combine_chunks(), False).to_numpy(zero_copy_only=False)
+        # persona in did_bucket order: a bucket's dids are one slice of ``dids``, the did dictionary
+        # every staged file of that bucket shares (see :meth:`bucket_dids`)
+        bucket = persona[C.DID_BUCKET].to_numpy().astype(np.int32)
+        if len(bucket) and not np.all(bucket[1:] >= bucket[:-1]):
+            persona = persona.take(pa.array(np.argsort(bucket, kind="stable")))
         self.dids = persona[C.DID].combine_chunks()
+        self.did_index = StringIndex(self.dids)
         self.gender = persona[C.GENDER].to_numpy().astype(np.int32)
         self.age = persona[C.AGE].to_numpy().astype(np.int32)
         self.bucket = persona[C.DID_BUCKET].to_numpy().astype(np.int32)
+        self.bucket_start = np.searchsorted(self.bucket, np.arange(int(self.bucket.max(initial=-1)) + 2))
+
+    def bucket_dids(self, col: pa.DictionaryArray, bucket: int) -> pa.DictionaryArray:
+        """A did column over ``dids`` (the clean rows' dictionary) whose rows all lie in ``bucket``,
+        re-based onto that bucket's slice of ``dids``."""
+        lo, hi = int(self.bucket_start[bucket]), int(self.bucket_start[bucket + 1])
+        idx = col.indices.to_numpy() - np.int32(lo)
+        return pa.DictionaryArray.from_arrays(pa.array(idx, pa.int32()), self.dids.slice(lo, hi - lo))
 
 
 def _codes(col: pa.DictionaryArray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -161,6 +177,7 @@ def clean_table(
         reason[(reason == 0) & mask] = REASONS.index(name) + 1
 
     did = cols[C.DID]
+    did_hash = stable_hash(did.dictionary)  # per distinct did: lookup and dedup hash
     empty = pc.fill_null(pc.equal(did.dictionary, ""), True).to_numpy(zero_copy_only=False)
     idx, null = _codes(did)
     missing = empty[idx] if len(empty) else np.ones(n, dtype=bool)
@@ -175,7 +192,9 @@ def clean_table(
     mark(~known, "unknown_app")
     kept = known & lookups.kept[app_safe] if len(lookups.kept) else known
     mark(~kept, "rare_keyword")
-    did_pos = _position(did, lookups.dids)
+    did_pos = lookups.did_index.positions(did.dictionary, did_hash)[idx] if len(did.dictionary) else np.full(n, -1)
+    if null is not None:
+        did_pos = np.where(null, -1, did_pos)
     mark(did_pos < 0, "unknown_did")
 
     free = reason == 0
@@ -191,16 +210,17 @@ def clean_table(
 
     keep = pa.array(free)
     rows = np.flatnonzero(free)
-    kept_cols = {c: cols[c].filter(keep) for c in cols}
+    kept_cols = {c: cols[c].filter(keep) for c in cols if c != C.DID}
     slot_k, app_k, did_k = slot_pos[rows], app_pos[rows], did_pos[rows]
     secs_k = secs[rows]
     # dedup pre-selection key: did and timestamp (seconds + fraction) tell rows apart; rows with
     # equal hashes are then compared on all DEDUP_KEY values (duplicate_rows), so it stays exact
-    h = mix_hash(mix_hash(dictionary_hash(kept_cols[C.DID]), secs_k), time_key[rows])
+    h = mix_hash(mix_hash(did_hash[idx[rows]], secs_k), time_key[rows])
     clean = pa.table(
         {
             C.SPREAD_APP_ID: kept_cols[C.SPREAD_APP_ID],
-            C.DID: kept_cols[C.DID],
+            # over the persona dids (one dictionary for every task; see Lookups.bucket_dids)
+            C.DID: pa.DictionaryArray.from_arrays(pa.array(did_k.astype(np.int32), pa.int32()), lookups.dids),
             C.ADV_ID: kept_cols[C.ADV_ID],
             C.MEDIA: kept_cols[C.ADV_TYPE],
             C.SLOT_ID: kept_cols[C.SLOT_ID],
@@ -285,7 +305,8 @@ def clean_block(batch: dict, lookups_ref: list, logs: dict, root: str, day_range
         info = logs[log]
         columns = info["columns"]
         raw = read_unit(f, rg, columns, dictionary=tuple(c for c in columns if c != info["time_col"]))
-        clean, quarantine, counts = clean_table(raw, info["time_col"], _lookups(lookups_ref), day_range)
+        lookups = _lookups(lookups_ref)
+        clean, quarantine, counts = clean_table(raw, info["time_col"], lookups, day_range)
         tag = uuid.uuid4().hex[:12]
         if clean.num_rows:
             # sorted by (bucket, day): one staged file per bucket, each day a contiguous run in it
@@ -295,8 +316,10 @@ def clean_block(batch: dict, lookups_ref: list, logs: dict, root: str, day_range
                 clean = clean.take(pa.array(order))
                 bucket = bucket[order]
             _order, buckets, edges = _split_points(bucket)
+            did_at = clean.schema.get_field_index(C.DID)
             for lo, hi in zip(edges[:-1], edges[1:], strict=True):
                 part = clean.slice(lo, hi - lo)
+                part = part.set_column(did_at, C.DID, lookups.bucket_dids(part[C.DID].chunk(0), int(buckets[lo])))
                 _write_ipc(storage, storage.path(info["staging"], f"{C.DID_BUCKET}={int(buckets[lo])}",
                                                  f"b-{tag}.arrow"), part)
         if quarantine.num_rows:
@@ -355,7 +378,8 @@ def duplicate_rows(table: pa.Table, key: list[str] | None = None, hashes: np.nda
 
 def _staged_days(storage: Storage, staging: str, bucket: int) -> dict[int, list[pa.RecordBatch]]:
     """A bucket's staged rows: epoch day -> its runs (one per staged file), with the dictionaries
-    of all files unified, so a day's runs concatenate without re-encoding."""
+    of all files unified, so a day's runs concatenate without re-encoding. The did dictionary is
+    the same in every file of a bucket, both logs (:meth:`Lookups.bucket_dids`): nothing to do."""
     files = storage.list_files(staging, f"{C.DID_BUCKET}={bucket}", suffix=".arrow")
     if not files:
         return {}
@@ -364,7 +388,7 @@ def _staged_days(storage: Storage, staging: str, bucket: int) -> dict[int, list[
         source = pa.memory_map(f) if not storage._scheme else storage.fs.open_input_file(f)
         parts.append(pa.ipc.open_file(source).read_all())
     runs: dict[int, list[pa.RecordBatch]] = {}
-    for batch in pa.concat_tables(parts).unify_dictionaries().to_batches():
+    for batch in unify_chunk_dictionaries(pa.concat_tables(parts)).to_batches():
         _order, days, edges = _split_points(batch.column(DAYNUM).to_numpy())  # staged day-sorted
         for lo, hi in zip(edges[:-1], edges[1:], strict=True):
             runs.setdefault(int(days[lo]), []).append(batch.slice(lo, hi - lo))

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 
 from app import constants as C
-from app.data.clean_logs import clean_batch, dedup_partition, duplicate_rows
+from app.data.clean_logs import Lookups, clean_batch, clean_table, dedup_partition, duplicate_rows
 from app.data.config import TrainReadyConfig
 from app.data.persona import clean_persona
 from app.data.trainready import build_trainready
@@ -55,6 +55,34 @@ def test_clean_batch_reasons_in_order():
     assert row[C.MEDIA_CATEGORY] == "Huawei Video" and row[C.KEYWORD] == "video" and row[C.KEYWORD_INDEX] == 1
     assert (row[C.GENDER], row[C.AGE], row[C.DID_BUCKET], row[C.DAY]) == (1, 4, 3, "2020-01-07")
     assert clean.column_names == C.CLEAN_LOG_COLUMNS
+
+
+def test_clean_rows_of_a_bucket_share_that_buckets_did_dictionary():
+    # persona not in bucket order: the lookups sort it, so each bucket's dids are one slice
+    dids = ["u5", "u1", "u4", "u2", "u3"]
+    buckets = [1, 0, 1, 0, 2]
+    tables = {**_lookups(), "persona": pa.table({
+        C.DID: dids, C.GENDER: pa.array([5, 1, 4, 2, 3], pa.int32()), C.AGE: pa.array([50, 10, 40, 20, 30], pa.int32()),
+        C.DID_BUCKET: pa.array(buckets, pa.int32())})}
+    lookups = Lookups(tables)
+    raw_dids = ["u3", "u4", "u1", "u5", "u2", "u4"]
+    n = len(raw_dids)
+    raw = pa.table({
+        C.DID: raw_dids, C.ADV_ID: ["x"] * n, C.ADV_TYPE: ["native"] * n, C.SLOT_ID: ["s1"] * n,
+        C.SPREAD_APP_ID: ["a1"] * n, C.DEVICE_NAME: ["d"] * n, C.NET_TYPE: ["4G"] * n,
+        C.ADV_BILL_MODE_CD: ["CPC"] * n, C.SHOW_TIME: ["2020-01-07 16:22:18"] * n,
+    })
+    clean, _q, _counts = clean_table(raw, C.SHOW_TIME, lookups)
+    assert clean[C.DID].to_pylist() == raw_dids
+    assert clean[C.GENDER].to_pylist() == [3, 4, 1, 5, 2, 4]  # persona values follow the sort
+    assert clean[C.DID_BUCKET].to_pylist() == [2, 1, 0, 1, 0, 1]
+    per_bucket = {}
+    for b in (0, 1, 2):
+        rows = [i for i, x in enumerate(clean[C.DID_BUCKET].to_pylist()) if x == b]
+        col = lookups.bucket_dids(clean[C.DID].chunk(0).take(pa.array(rows)), b)
+        assert col.to_pylist() == [raw_dids[i] for i in rows]
+        per_bucket[b] = sorted(col.dictionary.to_pylist())
+    assert per_bucket == {0: ["u1", "u2"], 1: ["u4", "u5"], 2: ["u3"]}
 
 
 def test_dedup_partition_counts_extra_copies():

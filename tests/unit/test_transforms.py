@@ -2,7 +2,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from app.data.transforms import did_bucket, interval_start, parse_times, stable_hash
+from app.data.transforms import (
+    StringIndex,
+    did_bucket,
+    interval_start,
+    parse_times,
+    stable_hash,
+    unify_chunk_dictionaries,
+)
 
 
 def test_interval_starting_time_seed_example():
@@ -80,3 +87,47 @@ def test_parse_times_matches_regex_and_strptime_on_fuzzed_strings():
     assert parse_times(col).to_pylist() == _reference_parse(col).to_pylist()
     sliced = pa.chunked_array([col.slice(3, 50), col.slice(100, 70)])
     assert parse_times(sliced).to_pylist() == _reference_parse(sliced).to_pylist()
+
+
+def test_string_index_positions_match_index_in():
+    values = pa.array([f"{i:032x}" for i in range(0, 3000, 3)] + ["", "short"])
+    queries = pa.array([f"{i:032x}" for i in range(0, 1000)] + ["short", None, "", "nope"])
+    index = StringIndex(values)
+    assert index.exact
+    expected = [values.to_pylist().index(q) if q in values.to_pylist() else -1 for q in queries.to_pylist()]
+    expected[-3] = -1  # null: absent
+    assert index.positions(queries).tolist() == expected
+    assert index.positions(queries, stable_hash(queries)).tolist() == expected
+
+
+def test_string_index_rejects_a_hash_match_with_other_text():
+    values = pa.array(["a", "b", "c"])
+    index = StringIndex(values)
+    fake = stable_hash(pa.array(["b", "x"]))  # "x" claims "b"'s hash: the string compare catches it
+    fake[1] = fake[0]
+    assert index.positions(pa.array(["b", "x"]), fake).tolist() == [1, -1]
+
+
+def test_string_index_falls_back_when_the_set_has_a_hash_collision():
+    index = StringIndex(pa.array(["a", "b", "c"]))
+    index.sorted[1] = index.sorted[0]  # as if two values of the set shared a hash
+    index.exact = len(index.sorted) < 2 or bool((index.sorted[1:] != index.sorted[:-1]).all())
+    assert not index.exact
+    assert index.positions(pa.array(["c", "zz", None])).tolist() == [2, -1, -1]
+
+
+def test_unify_chunk_dictionaries_keeps_shared_dictionaries_and_unifies_the_rest():
+    shared = pa.array(["x", "y", "z"])
+    d1 = pa.DictionaryArray.from_arrays(pa.array([0, 2], pa.int32()), shared)
+    d2 = pa.DictionaryArray.from_arrays(pa.array([1], pa.int32()), pa.array(["x", "y", "z"]))  # equal copy
+    o1 = pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int32()), pa.array(["p", "q"]))
+    o2 = pa.DictionaryArray.from_arrays(pa.array([0], pa.int32()), pa.array(["r"]))
+    table = pa.Table.from_batches([
+        pa.record_batch({"s": d1, "o": o1, "n": pa.array([1, 2])}),
+        pa.record_batch({"s": d2, "o": o2, "n": pa.array([3])}),
+    ])
+    out = unify_chunk_dictionaries(table)
+    assert out.to_pydict() == table.to_pydict() == {"s": ["x", "z", "y"], "o": ["p", "q", "r"], "n": [1, 2, 3]}
+    assert out["o"].chunk(0).dictionary.equals(out["o"].chunk(1).dictionary)  # unified
+    assert out["s"].chunk(1).dictionary.equals(shared)
+    assert out.combine_chunks()["s"].to_pylist() == ["x", "z", "y"]
