@@ -181,3 +181,31 @@ def test_fused_samples_dropped_when_the_predicted_cut_was_wrong(tmp_path):
     assert storage.list_partitions(C.T_TRAINREADY) == ["did_bucket=0"]
     assert not storage.exists(plan["samples"]["staging"]) and not storage.exists("samples/default")
     assert storage.read_json("reports/trainready.json")["written_by"] == "clean"
+
+
+def test_keep_heap_lets_big_arrays_reuse_freed_memory():
+    import platform
+    import subprocess
+    import sys
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        import pytest
+
+        pytest.skip("glibc malloc only")
+    code = """
+import resource, numpy as np
+from app.data.io import keep_heap
+def faults(fresh):
+    for _ in range(3):
+        a = np.ones(8_000_000); del a  # 64 MB: above glibc's largest default mmap threshold
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(10):
+        a = np.ones(8_000_000); del a
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+plain = faults(True)
+keep_heap(); keep_heap()
+print(plain, faults(False))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    plain, kept = map(int, out.stdout.split())
+    assert kept * 10 < plain, (plain, kept)  # freshly mapped pages each time vs reused heap
