@@ -43,10 +43,12 @@ def oracle_history(row, target_day, length, hist_len):
             [v[2] for _, v in ranked] + [0] * pad)
 
 
-# 7 with up to 2**24 shows: the ranking values need int64; 60: the unpacked ranking
-@pytest.mark.parametrize("length,hist_len,max_shows", [(1, 2, 3), (3, 4, 3), (7, 16, 3), (7, 16, 2**24), (60, 16, 3)])
-def test_samples_match_bruteforce(length, hist_len, max_shows):
-    table = random_trainready(np.random.default_rng(length), max_shows=max_shows)
+# 2**34 shows of 5,000 keywords: ranking keys too wide for one int64 (the lexsort); 60: the
+# unpacked ranking
+@pytest.mark.parametrize("length,hist_len,max_shows,n_kw", [
+    (1, 2, 3, 6), (3, 4, 3, 6), (7, 16, 3, 6), (7, 16, 2**24, 6), (7, 16, 2**34, 5000), (60, 16, 3, 6)])
+def test_samples_match_bruteforce(length, hist_len, max_shows, n_kw):
+    table = random_trainready(np.random.default_rng(length), max_shows=max_shows, n_kw=n_kw)
     cols = build_samples(table, DAY, length, hist_len, neg_sample_rate=1.0, seed=0)
     rows = table.to_pylist()
     expected_n = sum(len(k) for r in rows for k in r[C.KWI])
