@@ -85,6 +85,29 @@ def test_clean_rows_of_a_bucket_share_that_buckets_did_dictionary():
     assert per_bucket == {0: ["u1", "u2"], 1: ["u4", "u5"], 2: ["u3"]}
 
 
+def test_clean_rows_by_bucket_day_are_sorted_stably_before_1970_too():
+    tables = {**_lookups(), "persona": pa.table({
+        C.DID: ["u1", "u2"], C.GENDER: pa.array([1, 2], pa.int32()), C.AGE: pa.array([1, 2], pa.int32()),
+        C.DID_BUCKET: pa.array([1, 0], pa.int32())})}
+    times = ["2020-01-08 00:00:01", "1969-12-31 23:59:59", "2020-01-07 00:00:01", "2020-01-07 00:00:02",
+             "1969-12-31 00:00:00", "2020-01-08 00:00:00"]
+    dids = ["u1", "u1", "u2", "u1", "u2", "u2"]
+    n = len(times)
+    raw = pa.table({
+        C.DID: dids, C.ADV_ID: [f"x{i}" for i in range(n)], C.ADV_TYPE: ["native"] * n, C.SLOT_ID: ["s1"] * n,
+        C.SPREAD_APP_ID: ["a1"] * n, C.DEVICE_NAME: ["d"] * n, C.NET_TYPE: ["4G"] * n,
+        C.ADV_BILL_MODE_CD: ["CPC"] * n, C.SHOW_TIME: times,
+    })
+    lookups = Lookups(tables)
+    plain, _q, _c = clean_table(raw, C.SHOW_TIME, lookups)
+    assert plain[C.ADV_ID].to_pylist() == [f"x{i}" for i in range(n)]  # raw order by default
+    clean, _q, _c = clean_table(raw, C.SHOW_TIME, lookups, by_bucket_day=True)
+    # bucket 0 (u2): 1969-12-31, 2020-01-07, 2020-01-08; bucket 1 (u1): 1969, 2020-01-07, 2020-01-08
+    assert clean[C.ADV_ID].to_pylist() == ["x4", "x2", "x5", "x1", "x3", "x0"]
+    assert clean[C.DID_BUCKET].to_pylist() == [0, 0, 0, 1, 1, 1]
+    assert clean.to_pylist() == plain.take(pa.array([4, 2, 5, 1, 3, 0])).to_pylist()
+
+
 def test_dedup_partition_counts_extra_copies():
     t = pa.table({"a": [1, 1, 1, 2, 3, 3], "b": ["x", "x", "x", "y", "z", "z"]})
     distinct, extra = dedup_partition(t)
