@@ -180,12 +180,8 @@ def as_dictionary(col: pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
         if col.num_chunks == 1:
             col = col.chunk(0)
         elif pa.types.is_dictionary(col.type):
-            first = col.chunk(0).dictionary
-            if all(chunk.dictionary.equals(first) for chunk in col.chunks[1:]):  # one dictionary: keep it
-                indices = pa.chunked_array([chunk.indices for chunk in col.chunks], col.type.index_type)
-                col = pa.DictionaryArray.from_arrays(indices.combine_chunks(), first)
-            else:
-                col = pa.table({"c": col}).unify_dictionaries()["c"].combine_chunks()
+            # chunks sharing one dictionary concatenate their indices (no hashing)
+            col = unify_chunk_dictionaries(pa.table({"c": col}))["c"].combine_chunks()
         else:
             col = col.combine_chunks() if col.num_chunks else pa.array([], pa.string())
     if pa.types.is_dictionary(col.type):
