@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.errors import ConfigError
+from app.settings import config_path
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -58,7 +59,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
+    p = config_path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:

@@ -1,6 +1,6 @@
 """One storage root (local path or pyarrow filesystem URI) and atomic writes into it.
 
-Layout (DESIGN.md section 4)::
+Layout (docs/design.md, "Storage")::
 
     <root>/raw/...                      inputs
     <root>/tables/<name>/k=v/...        Parquet tables with Hive partitioning
@@ -46,12 +46,14 @@ class Storage:
     """A storage root. Paths given to methods are relative to the root, with ``/`` separators."""
 
     def __init__(self, root: str):
-        self.root = root
+        #: absolute for a local root: the string is handed to Ray workers and replicas, whose
+        #: working directories differ from the caller's (see app.settings.resolve_root)
+        self.root = root if "://" in root else os.path.abspath(os.path.expanduser(root))
         if "://" in root:
             self.fs, self.base = pafs.FileSystem.from_uri(root)
             self._scheme = root.split("://", 1)[0]
         else:
-            self.fs, self.base = pafs.LocalFileSystem(), os.path.abspath(root)
+            self.fs, self.base = pafs.LocalFileSystem(), self.root
             self._scheme = ""
         self.fs.create_dir(self.base, recursive=True)
 

@@ -4,6 +4,7 @@ import pytest
 from app.config import StrictModel, apply_overrides, load_config
 from app.data.config import DataConfig
 from app.errors import ConfigError, SchemaError
+from app.storage import Storage
 
 
 def test_partition_rewrite_replaces_only_its_partitions(storage):
@@ -64,3 +65,56 @@ def test_missing_config_file_named(tmp_path):
 
     with pytest.raises(ConfigError, match="nope.yaml"):
         load_config(M, tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("given", ["var/lookalike", "./rel/../var/lookalike", "var/lookalike/"])
+def test_local_roots_become_absolute_once(given, tmp_path, monkeypatch):
+    """A relative root handed to a Ray worker names another folder: the driver resolves it."""
+    from app.settings import get_settings, resolve_root
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LOOKALIKE_ROOT", raising=False)
+    expected = str(tmp_path / "var" / "lookalike")
+    assert resolve_root(given) == expected
+    assert get_settings(given).root == expected
+    assert get_settings().root == expected  # the default, from here
+    monkeypatch.setenv("LOOKALIKE_ROOT", given)
+    assert get_settings().root == expected
+    assert Storage(given).root == expected
+
+
+def test_uri_roots_pass_unchanged_and_home_expands(monkeypatch, tmp_path):
+    from app.settings import resolve_root
+
+    assert resolve_root("s3://bucket/lookalike") == "s3://bucket/lookalike"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_root("~/lk") == str(tmp_path / "lk")
+
+
+def test_submitted_job_refuses_a_relative_root(monkeypatch, tmp_path):
+    """``ray job submit`` runs in a temporary copy of the working dir: a relative root would vanish."""
+    from app.settings import SUBMITTED_JOB_ENV, get_settings, resolve_root
+
+    monkeypatch.setenv(SUBMITTED_JOB_ENV, "{}")
+    monkeypatch.delenv("LOOKALIKE_ROOT", raising=False)
+    with pytest.raises(ConfigError, match="ray job submit"):
+        get_settings()
+    assert resolve_root(str(tmp_path)) == str(tmp_path)
+    assert resolve_root("s3://b/r") == "s3://b/r"
+
+
+def test_shipped_configs_found_from_any_directory(tmp_path, monkeypatch):
+    from app.settings import PROJECT_DIR, config_path
+
+    monkeypatch.chdir(tmp_path)
+    assert config_path("configs/data.yaml") == PROJECT_DIR / "configs" / "data.yaml"
+    assert load_config(DataConfig, "configs/smoke/data.yaml").did_bucket_num == 2
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "data.yaml").write_text("did_bucket_num: 5\n")
+    assert load_config(DataConfig, "configs/data.yaml").did_bucket_num == 5  # the caller's own copy wins
+
+
+def test_storage_missing_table_names_the_absolute_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SchemaError, match=str(tmp_path / "rel")):
+        Storage("rel").read_table("tables/none")
