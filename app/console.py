@@ -137,8 +137,8 @@ def quiet_console(log_path: str, verbose: bool = False) -> Iterator[Console]:
 
     File descriptors 1 and 2 point at the log file for the duration (child processes such as
     Ray's raylet inherit them); the terminal stays reachable through a duplicate of fd 1 that
-    only the :class:`Console` writes to. Ray is shut down before the descriptors are restored,
-    so its exit messages land in the log too. With ``verbose`` nothing is redirected: Python
+    only the :class:`Console` writes to. A Ray the command started is shut down before the
+    descriptors are restored, so its exit messages land in the log too. With ``verbose`` nothing is redirected: Python
     logging goes to the terminal at INFO and the console writes to stdout as usual.
     """
     global _CONSOLE
@@ -160,34 +160,44 @@ def quiet_console(log_path: str, verbose: bool = False) -> Iterator[Console]:
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
+    # Python-level streams too, for hosts that replaced them (pytest's capture, notebooks)
+    saved_streams = sys.stdout, sys.stderr
+    log_stream = open(log_path, "a", buffering=1)  # noqa: SIM115 - closed in the finally below
+    sys.stdout = sys.stderr = log_stream
     root_logger = logging.getLogger()
-    handler = logging.StreamHandler(sys.stderr)  # fd 2: the log file
+    handler = logging.StreamHandler(log_stream)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root_logger.addHandler(handler)
     old_level = root_logger.level
     root_logger.setLevel(logging.INFO)
     previous, _CONSOLE = _CONSOLE, Console(terminal, log_path)
+    ray_before = _ray_running()
     try:
         yield _CONSOLE
     finally:
-        _shutdown_ray()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        if not ray_before:
+            _shutdown_ray()  # the command's own Ray: its exit messages go to the log as well
+        root_logger.removeHandler(handler)
+        root_logger.setLevel(old_level)
+        sys.stdout, sys.stderr = saved_streams
+        log_stream.close()
         os.dup2(saved_out, 1)
         os.dup2(saved_err, 2)
         os.close(saved_out)
         os.close(saved_err)
-        root_logger.removeHandler(handler)
-        root_logger.setLevel(old_level)
         _CONSOLE = previous
         terminal.close()
 
 
-def _shutdown_ray() -> None:
+def _ray_running() -> bool:
     ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
+    return ray is not None and ray.is_initialized()
+
+
+def _shutdown_ray() -> None:
+    if _ray_running():
         with contextlib.suppress(Exception):
-            ray.shutdown()
+            sys.modules["ray"].shutdown()
 
 
 def describe(obj: Any) -> str:

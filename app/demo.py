@@ -15,12 +15,13 @@ import numpy as np
 
 from app.cli import add_common
 from app.config import load_config
+from app.console import get_console
 from app.settings import get_settings
 from app.storage import Storage
 
 
 def _say(step: str, detail: str) -> None:
-    print(f"[demo] {step:<10} {detail}", flush=True)
+    get_console().step("demo", f"{step:<10} {detail}")
 
 
 def pick_seeds(storage: Storage, n: int, seed: int = 0) -> list[str]:
@@ -48,7 +49,7 @@ def run_demo(root: str, users: int, smoke: bool) -> dict[str, Any]:
     from app.extend.config import ExtendConfig
     from app.extend.engine import extend_audience
     from app.extend.scores import generate_score_table
-    from app.extend.validate import run_validation
+    from app.extend.validate import run_validation, summary_table
     from app.ray_utils import init_ray
     from app.train.config import TrainConfig
     from app.train.run import run as train_run
@@ -70,7 +71,9 @@ def run_demo(root: str, users: int, smoke: bool) -> dict[str, Any]:
     models = trained["metrics"]["models"]
     aucs = ", ".join(f"{k} {v['auc']:.3f}" for k, v in models.items() if v.get("auc") is not None)
     _say("train", f"DIN {trained['version']} test AUC: {aucs}")
-    _say("gate", f"{trained['gate']}")
+    gate = trained["gate"]
+    _say("gate", f"{'promoted' if gate['promote'] else 'kept the current model; refused'} {trained['version']} "
+                 f"({gate['reason']})")
     ecfg = load_config(ExtendConfig, f"{pre}extend.yaml")
     scores = generate_score_table(storage, ecfg.scores)
     _say("scores", f"score table {scores['version']}: {scores['num_users']} users, {scores['users_per_s']} users/s")
@@ -78,18 +81,23 @@ def run_demo(root: str, users: int, smoke: bool) -> dict[str, Any]:
     report = extend_audience(storage, seeds, ecfg, "jobs/demo")
     clusters = report.get("clusters", {})
     _say("extend", f"seeds {report['seeds']} -> audience of {report['audience_size']} in {root}/jobs/demo "
-                   f"({clusters.get('k')} seed cluster(s), silhouette {clusters.get('silhouette')})")
-    val = run_validation(storage, ecfg)
-    table = storage.read_bytes(val["files"][1]).decode()
-    print(table, flush=True)
+                   f"({clusters.get('k')} seed cluster(s), silhouette {_num(clusters.get('silhouette'))})")
+    val = run_validation(storage, ecfg.model_copy(update={"validation": ecfg.validation.model_copy(
+        update={"seed_sizes": [100], "extension_factors": [1, 5]})}))
+    _say("validate", f"lift over a random audience, as of {val['cutting_date']} (every figure: "
+                     f"{storage.uri(val['files'][1])})")
+    get_console().print(summary_table(val["rows"]).rstrip())
     return {
         "root": root,
         "seconds": round(time.perf_counter() - started, 1),
         "model_version": trained["version"],
-        "gate": trained["gate"],
-        "audience": f"{root}/jobs/demo/audience.csv",
-        "validation": val["files"],
+        "audience": storage.uri("jobs/demo/audience.csv"),
+        "validation": storage.uri(val["files"][0]),
     }
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.3f}"
 
 
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:

@@ -158,14 +158,23 @@ def map_tasks(items: list[dict[str, Any]], fn: Any, fn_kwargs: dict[str, Any]) -
     that (8 tasks of 0.5 s took 3.2 s instead of 2.2 s; BENCHMARKS.md). Reservation exists to
     keep a multi-operator pipeline's stages from starving each other; these jobs have one.
     """
+    import pandas as pd
     import ray
+
+    from app.console import get_console
 
     ctx = ray.data.DataContext.get_current()
     saved = ctx.op_resource_reservation_enabled
     ctx.op_resource_reservation_enabled = False
     try:
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-        return ds.map_batches(_on_kept_heap(fn), batch_size=1, fn_kwargs=fn_kwargs).to_pandas()
+        out = ds.map_batches(_on_kept_heap(fn), batch_size=1, fn_kwargs=fn_kwargs)
+        frames = []
+        with get_console().progress(getattr(fn, "__name__", "tasks"), total=len(items), unit="task") as bar:
+            for frame in out.iter_batches(batch_size=None, batch_format="pandas"):
+                frames.append(frame)
+                bar.update(1)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     finally:
         ctx.op_resource_reservation_enabled = saved
 

@@ -74,7 +74,9 @@ def cmd_validate(args: argparse.Namespace) -> dict[str, Any]:
     init_ray()
     report = run_validation(_storage(args), cfg)
     storage = _storage(args)
-    print(storage.read_bytes(report["files"][1]).decode())
+    from app.console import get_console
+
+    get_console().print(storage.read_bytes(report["files"][1]).decode().rstrip())
     return {"files": report["files"], "rows": len(report["rows"]), "score_table": report["score_table"]}
 
 

@@ -1,4 +1,4 @@
-"""Score-table generator (seed 000 "Post Process"): every user x every keyword, from the DIN model.
+"""Score-table generator (spec 000 "Post Process"): every user x every keyword, from the DIN model.
 
 Ray Data reads the train-ready table; ``map_batches`` with an actor pool whose actors load the
 current model once each (a GPU per actor when the cluster has them) turns every batch of users
@@ -212,7 +212,10 @@ def generate_score_table(
         num_gpus=1 if use_gpu else None,
     )
     staging = storage.new_staging(f"scores-{version}")
-    out.write_parquet(storage.uri(staging), partition_cols=[C.DID_BUCKET])
+    from app.console import get_console
+
+    with get_console().progress("score table"):
+        out.write_parquet(storage.uri(staging), partition_cols=[C.DID_BUCKET])
     storage.write_json(f"{staging}/keywords.json", keywords)
     storage.commit_replace(staging, f"scores/{version}")
     n_users = storage.read_table(f"scores/{version}", columns=["did_index"]).num_rows

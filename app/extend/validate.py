@@ -1,4 +1,4 @@
-"""Validation of audience extension (seed 000's validation.py, done honestly).
+"""Validation of audience extension (spec 000's validation.py, done honestly).
 
 For a keyword k: seeds are users who clicked k *before* the cutting date. Each strategy extends
 them using only information from before that date (a score table generated ``as_of`` the cutting
@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from app import constants as C
+from app.console import get_console
 from app.errors import SeedError
 from app.extend.config import ExtendConfig
 from app.extend.engine import extend_audience
@@ -142,16 +143,20 @@ def run_validation(storage: Storage, cfg: ExtendConfig,
     score_table = _as_of_score_table(storage, cfg, cut) if "din" in vcfg.strategies else None
     rows: list[dict[str, Any]] = []
     runs = [(k, s) for k in keywords for s in vcfg.seed_sizes]
-    for i, (kw, size) in enumerate(runs):
-        if progress:
-            progress(i / len(runs), f"keyword {kw}, {size} seeds")
-        pre_clicks, _ = per_user_counts(before, dids, kw)
-        eligible = np.flatnonzero(pre_clicks > 0)
-        if eligible.size < max(size, vcfg.min_seeds) and not (size == min(vcfg.seed_sizes) and eligible.size >= vcfg.min_seeds):
-            continue
-        seed_idx = rng.choice(eligible, min(size, eligible.size), replace=False)
-        rows.extend(_validate_one(storage, cfg, cut, kw, seed_idx, dids, x, names, popularity, after,
-                                  segment, truth, score_table, rng))
+    with get_console().progress("validation", total=len(runs), unit="run") as bar:
+        for i, (kw, size) in enumerate(runs):
+            bar.set(i, note=f"keyword {kw}, {size} seeds")
+            if progress:
+                progress(i / len(runs), f"keyword {kw}, {size} seeds")
+            pre_clicks, _ = per_user_counts(before, dids, kw)
+            eligible = np.flatnonzero(pre_clicks > 0)
+            if eligible.size < max(size, vcfg.min_seeds) and not (
+                size == min(vcfg.seed_sizes) and eligible.size >= vcfg.min_seeds
+            ):
+                continue
+            seed_idx = rng.choice(eligible, min(size, eligible.size), replace=False)
+            rows.extend(_validate_one(storage, cfg, cut, kw, seed_idx, dids, x, names, popularity, after,
+                                      segment, truth, score_table, rng))
     report = {"cutting_date": cut.isoformat(), "keywords": keywords, "score_table": score_table,
               "users": int(dids.size), "rows": rows}
     out = vcfg.report_dir.strip("/")
@@ -247,3 +252,20 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
                 f"{_fmt(m['ctr'], 4)} | {lift} | {_fmt(m.get('precision'))} | {_fmt(m.get('precision_vs_oracle'))} |"
             )
     return head + "\n".join(lines) + "\n"
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """One line per (keyword, seeds, factor): each set's lift over random with its 95% CI, side by
+    side (the console's view; ``markdown_table`` has every figure)."""
+    names = [n for n in ("din", "jsd", "popularity", "oracle") if any(n in r["sets"] for r in rows)]
+    head = "| keyword | seeds | x | " + " | ".join(f"{n} lift [95% CI]" for n in names) + " | random clicks/user |"
+    lines = [head, "|" + "---|" * (len(names) + 4)]
+    for r in rows:
+        cells = []
+        for n in names:
+            m = r["sets"].get(n)
+            ci = (m or {}).get("lift_ci95")
+            cells.append(f"{m['lift']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-")
+        base = r["sets"]["random"]["clicks_per_user"]
+        lines.append(f"| {r['keyword']} | {r['seeds']} | {r['factor']} | " + " | ".join(cells) + f" | {base:.4f} |")
+    return "\n".join(lines) + "\n"

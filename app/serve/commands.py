@@ -52,7 +52,9 @@ def start(ns: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
                 logging_config={"enable_access_log": cfg.access_log})
     serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://{cfg.host}:{cfg.port}"
-    print(f"lookalike service at {url} (docs: {url}/docs); SIGTERM or Ctrl-C stops it", flush=True)
+    from app.console import get_console
+
+    get_console().step("serve", f"lookalike service at {url} (docs: {url}/docs); SIGTERM or Ctrl-C stops it")
     while not stop.wait(1.0):
         pass
     serve.shutdown()

@@ -20,12 +20,10 @@ def load_train_config(args: argparse.Namespace) -> TrainConfig:
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     """Train a new version with Ray Train, export, evaluate and gate it."""
-    from app.ray_utils import init_ray
     from app.train.run import run
 
     cfg = load_train_config(args)
     storage = Storage(get_settings(args.root).root)
-    init_ray()
     summary = run(cfg, storage)
     return {k: summary[k] for k in ("version", "path", "gate", "train")} | {
         "models": summary["metrics"]["models"]

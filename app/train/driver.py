@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -61,6 +62,7 @@ def _epoch_callbacks(cfg: TrainConfig, storage: Storage, version: str, epoch: in
     import tensorflow as tf
 
     timing: dict[str, float] = {}
+    progress = ProgressWriter(storage, version, cfg, steps) if rank == 0 else None
 
     class EpochHooks(tf.keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
@@ -70,10 +72,49 @@ def _epoch_callbacks(cfg: TrainConfig, storage: Storage, version: str, epoch: in
         def on_train_batch_end(self, batch, logs=None):
             timing["end"] = time.perf_counter()
             timing["steps"] = batch  # steps timed: batches 1..batch
+            if progress is not None:
+                progress.write(epoch, batch + 1)
             if batch == steps // 2:
                 _maybe_kill(cfg, storage, version, epoch, rank)
 
     return [EpochHooks()], timing
+
+
+class ProgressWriter:
+    """Rank 0's position (epoch, step), written to ``<model dir>/_progress.json`` at most once a
+    second: the driver's progress bar reads it (Ray Train sends nothing to the driver between
+    checkpoints)."""
+
+    def __init__(self, storage: Storage, version: str, cfg: TrainConfig, steps: int):
+        self.storage, self.rel = storage, progress_path(cfg.name, version)
+        self.epochs, self.steps = cfg.epochs, steps
+        self.last = 0.0
+
+    def write(self, epoch: int, step: int) -> None:
+        now = time.monotonic()
+        if now - self.last < 1.0 and step < self.steps:
+            return
+        self.last = now
+        self.storage.write_json(self.rel, {"epoch": epoch, "epochs": self.epochs, "step": step, "steps": self.steps})
+
+
+def progress_path(name: str, version: str) -> str:
+    return f"{model_dir(name, version)}/_progress.json"
+
+
+def _show_progress(storage: Storage, cfg: TrainConfig, version: str, stop: threading.Event) -> None:
+    """Driver side: move the console's progress bar as rank 0 reports steps."""
+    from app.console import get_console
+
+    with get_console().progress("train", total=None, unit="step") as bar:
+        while not stop.wait(1.0):
+            try:
+                p = storage.read_json(progress_path(cfg.name, version))
+            except (OSError, ValueError):
+                continue
+            total = int(p["epochs"]) * int(p["steps"])
+            done = (int(p["epoch"]) - 1) * int(p["steps"]) + int(p["step"])
+            bar.set(done, total, note=f"epoch {p['epoch']}/{p['epochs']}")
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -216,7 +257,18 @@ def fit_trainer(config: dict[str, Any]):
     split_files(storage, cfg.samples_run, "train")
     check_resources(cfg)
     log.info("training %s %s: %d worker(s), gpu=%s", cfg.name, version, cfg.num_workers, cfg.use_gpu)
-    return build_trainer(cfg, root, version).fit()
+    from app.console import get_console
+
+    stop = threading.Event()
+    watcher = threading.Thread(target=_show_progress, args=(storage, cfg, version, stop), daemon=True)
+    if get_console().interactive:
+        watcher.start()
+    try:
+        return build_trainer(cfg, root, version).fit()
+    finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join(timeout=5)
 
 
 def train_driver_fn(config: dict[str, Any]) -> dict[str, Any]:

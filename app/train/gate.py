@@ -107,9 +107,8 @@ def apply_gate(
         name, version, {**info, "gate": decision.to_dict()}, make_current=decision.promote
     )
     verdict = "PROMOTED" if decision.promote else "REFUSED"
-    print(
-        f"gate: {name} {version} {verdict}: new AUC {new_auc:.4f} vs current "
-        f"{current_version or '-'} AUC {'-' if current_auc is None else f'{current_auc:.4f}'} ({decision.reason})",
-        flush=True,
+    log.info(
+        "gate: %s %s %s: new AUC %.4f vs current %s AUC %s (%s)", name, version, verdict, new_auc,
+        current_version or "-", "-" if current_auc is None else f"{current_auc:.4f}", decision.reason,
     )
     return decision

@@ -76,10 +76,13 @@ def evaluate_and_gate(
 
 
 def run(cfg: TrainConfig, storage: Storage, version: str | None = None) -> dict[str, Any]:
-    """Train one version end to end (Ray must be initialised); returns a JSON-able summary."""
+    """Train one version end to end (starts a local Ray unless one is up); returns a JSON-able summary."""
+    from app.ray_utils import init_ray
+
     version = version or new_version()
     rel = model_dir(cfg.name, version)
-    stats = read_stats(storage, cfg.samples_run)
+    stats = read_stats(storage, cfg.samples_run)  # fail fast, before Ray starts
+    init_ray()
     storage.write_text(posixpath.join(rel, CONFIG_FILE), dump_config(cfg))
 
     from app.train.driver import fit_trainer

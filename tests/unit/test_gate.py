@@ -43,7 +43,8 @@ def _fake_loader(aucs):
     return load
 
 
-def test_gate_promotes_better_refuses_worse_and_stores_both_numbers(storage, capsys):
+def test_gate_promotes_better_refuses_worse_and_stores_both_numbers(storage, caplog):
+    caplog.set_level("INFO", logger="app.train.gate")
     load = _fake_loader({"v1": 0.70, "v2": 0.75})
     info = {"test_fingerprint": "fp"}
     d1 = apply_gate(storage, "din", "v1", 0.70, lambda s: s.auc, {**info, "test_auc": 0.70}, load_scorer=load)
@@ -59,7 +60,7 @@ def test_gate_promotes_better_refuses_worse_and_stores_both_numbers(storage, cap
     entry = reg.read()["models"]["din"]["versions"]["v3"]
     assert entry["gate"]["promote"] is False and entry["gate"]["current_auc"] == 0.75
     assert storage.read_json("models/din/v3/gate.json")["new_auc"] == 0.72
-    out = capsys.readouterr().out
+    out = caplog.text
     assert "v3 REFUSED: new AUC 0.7200 vs current v2 AUC 0.7500" in out
 
 
