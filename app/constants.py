@@ -1,6 +1,6 @@
-"""Column names, table names and fixed values, in one place (seed 000's field names)."""
+"""Column names, table names and fixed values, in one place (spec 000's field names)."""
 
-# ---------------------------------------------------------------- raw input columns (seed 000)
+# ---------------------------------------------------------------- raw input columns (spec 000)
 DID = "did"
 GENDER_RAW = "gender_new_dev"
 AGE_RAW = "forecast_age_dev"
@@ -47,7 +47,7 @@ ACTION_TIME_SECONDS = "action_time_seconds"
 INTERVAL_STARTING_TIME = "interval_starting_time"
 REASON = "reason"  # quarantine column
 
-# cleaned show/click log (seed 000's cleaned-log columns + partitions)
+# cleaned show/click log (spec 000's cleaned-log columns + partitions)
 CLEAN_LOG_COLUMNS = [
     SPREAD_APP_ID,
     DID,

@@ -19,7 +19,8 @@ def init_ray(num_cpus: int | None = None, include_dashboard: bool = False, **kwa
     """Join ``$RAY_ADDRESS`` if set, else start a small local Ray (no-op if already initialised).
 
     The dashboard is off by default (it costs a process and startup time); Tune needs it on
-    (STACK_NOTES: with it off, finished trials keep their resources and the next one hangs).
+    (with it off, a finished trial's resources stay reserved and the next trial waits for ever;
+    docs/operations.md).
     """
     import ray
 

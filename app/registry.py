@@ -1,6 +1,6 @@
 """``<root>/registry.json``: which model and score-table versions are current.
 
-It replaces the seed's Zookeeper entry. Shape::
+It replaces the spec's Zookeeper entry. Shape::
 
     {"models": {"din": {"current": "20261128-101500-ab12", "versions": {"<v>": {...}}}},
      "score_tables": {"current": "<v>", "versions": {"<v>": {...}}}}

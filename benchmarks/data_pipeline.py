@@ -4,7 +4,7 @@
 
 For each size it generates synthetic raw logs (not timed), then runs the whole pipeline under a
 local Ray and prints one JSON line: per-stage wall seconds and raw-log-rows/s (every stage is divided
-by the same raw show+click row count, so the figures add up like the seed's Spark timings; a stage
+by the same raw show+click row count, so the figures add up like the spec's Spark timings; a stage
 the clean stage ran fused shows ``written_by`` and, for train-ready and samples, the
 ``task_seconds`` its work took inside clean's bucket tasks, summed over buckets), end-to-end
 rows/s, TFRecord samples per second (per task-second when fused), and the peak resident memory

@@ -60,12 +60,12 @@ from app.data.io import (
 from app.data.keywords import load_keywords
 from app.data.persona import load_persona
 from app.data.transforms import (
+    StringIndex,
     as_dictionary,
     days_to_strings,
     mix_hash,
     parse_time_fields,
     stable_hash,
-    StringIndex,
     unify_chunk_dictionaries,
 )
 from app.storage import Storage

@@ -26,7 +26,7 @@ class KeywordsConfig(StrictModel):
 
 
 class TrainReadyConfig(StrictModel):
-    """User filters (replace the seed's hard-coded rule)."""
+    """User filters (replace the spec's hard-coded rule)."""
 
     min_traffic: int = Field(1, ge=0, description="minimum shows in the whole window")
     max_traffic: int | None = Field(None, ge=1, description="maximum shows (drops bots); None = no cap")

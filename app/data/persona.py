@@ -1,6 +1,6 @@
 """Stage 2, clean persona: distinct rows; drop every did with more than one (gender, age).
 
-Persona tables are small next to the logs (the seed's had 380k rows for 45M shows), so this stage
+Persona tables are small next to the logs (the spec's had 380k rows for 45M shows), so this stage
 runs in one pyarrow pass on the driver: the conflict check needs every row of a did together.
 Output ``tables/persona/did_bucket=B`` with did, gender, age (ints) and the stable did_bucket.
 """
@@ -18,7 +18,7 @@ from app.storage import Storage
 
 
 def clean_persona(raw: pa.Table, num_buckets: int) -> tuple[pa.Table, pa.Table]:
-    """(clean persona, quarantined rows with reason). Pure function, tested on the seed's example."""
+    """(clean persona, quarantined rows with reason). Pure function, tested on the spec's example."""
     raw = raw.select(C.PERSONA_COLUMNS)
     missing = pc.or_(pc.is_null(raw[C.DID]), pc.equal(pc.fill_null(raw[C.DID], ""), ""))
     g_ok = pc.fill_null(pc.match_substring_regex(raw[C.GENDER_RAW], r"^\d+$"), False)

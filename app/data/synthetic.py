@@ -174,7 +174,7 @@ def _keyword_names(k: int) -> list[str]:
 
 
 def _slot_ids(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:
-    """``n`` distinct slot ids in the seed's style (``l03493p0r3``), none in ``taken``."""
+    """``n`` distinct slot ids in the spec's style (``l03493p0r3``), none in ``taken``."""
     alphabet = np.array(list("0123456789abcdefghijklmnopqrstuvwxyz"))
     out: list[str] = []
     seen = set(taken)

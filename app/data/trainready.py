@@ -2,11 +2,11 @@
 
 Columns: age, gender, did, did_index, interval_starting_time (list<int64>), kwi, kwi_show_counts,
 kwi_click_counts (list<list<int32>>: per interval, the keyword indices and their counts), did_bucket.
-Typed nested lists, not the seed's comma strings. Within an interval keywords are ascending.
+Typed nested lists, not the spec's comma strings. Within an interval keywords are ascending.
 
 Clicks of a (user, interval, keyword) that has no show are dropped (a click needs its impression)
 and counted as ``click_without_show``; they go to the quarantine aggregated per group. User filters
-(``min_traffic``, ``max_traffic``, ``min_active_intervals``) replace the seed's hard-coded rule.
+(``min_traffic``, ``max_traffic``, ``min_active_intervals``) replace the spec's hard-coded rule.
 
 ``did_index`` is unique and stable for a given input: ``rank of did within its bucket *
 did_bucket_num + did_bucket``.

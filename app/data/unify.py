@@ -1,7 +1,7 @@
 """Stage 4, log unification: ``is_click``, ``action_time_seconds``, ``interval_starting_time``.
 
 Output ``tables/logs/day=D/did_bucket=B``: a (day, bucket)'s cleaned show rows labelled 0, then its
-click rows labelled 1. ``interval_starting_time = t - t mod interval_time_in_seconds`` (the seed's
+click rows labelled 1. ``interval_starting_time = t - t mod interval_time_in_seconds`` (the spec's
 example: interval 5 over 100..109 gives 100 x5 then 105 x5).
 
 In a pipeline run the clean stage writes this table itself, in the same per-bucket pass that

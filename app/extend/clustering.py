@@ -1,4 +1,4 @@
-"""Seed clustering (seed 000 step 2): k-means with k chosen by silhouette, and a coherence verdict.
+"""Seed clustering (spec 000 step 2): k-means with k chosen by silhouette, and a coherence verdict.
 
 Many clusters, or a low best silhouette, means the seeds do not share one profile and the
 extension is unlikely to be productive; the report says so in a warning.

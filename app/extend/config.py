@@ -48,7 +48,7 @@ class ValidationConfig(StrictModel):
 
 
 class ExtendConfig(StrictModel):
-    """The extension job: seed reader -> clustering -> similarity -> selection (seed 000)."""
+    """The extension job: seed reader -> clustering -> similarity -> selection (spec 000)."""
 
     strategy: Literal["din", "jsd"] = "din"
     #: audience size M: absolute, or as a percentage of the found seeds (500 = 5x the seeds)

@@ -1,4 +1,4 @@
-"""The audience-extension job: seed reader -> clustering -> similarity -> selection (seed 000).
+"""The audience-extension job: seed reader -> clustering -> similarity -> selection (spec 000).
 
 :func:`extend_audience` is the one entry point; the CLI, the validation and the Serve worker
 actors call it. It needs a running Ray (for the similarity generator) and writes

@@ -1,11 +1,11 @@
-"""Feature strategy (seed 001): Jensen-Shannon feature weighting and nearest-to-persona ranking.
+"""Feature strategy (spec 001): Jensen-Shannon feature weighting and nearest-to-persona ranking.
 
 1. Features per user from the train-ready table: persona (age, gender) and, per keyword, the
    user's shows and clicks over the history (optionally only before a date, for validation).
 2. Per feature, the JS divergence (base 2, in [0, 1]) between the seeds' histogram and a
    population sample's, on shared bins.
 3. Features with divergence >= ``threshold``, at most ``max_features`` of them, weights = their
-   divergences normalized to sum 1. None: the seed's "Critical Error" (a SeedError).
+   divergences normalized to sum 1. None: the spec's "Critical Error" (a SeedError).
 4. The persona = the seeds' mean of the selected features, standardized with the population's
    mean/std; every non-seed user is ranked by weighted Euclidean distance to it (closest first;
    the audience score is the negative distance).

@@ -1,6 +1,6 @@
 """Exact top-N mean cosine similarity of users to seeds: the compute kernel (no Ray here).
 
-A user's score is the mean of its N highest cosine similarities to the seeds (seed 000's
+A user's score is the mean of its N highest cosine similarities to the seeds (spec 000's
 Similarity Generator). Vectors are L2-normalized, so cosine is a dot product and a block of users
 against a block of seeds is one float32 GEMM.
 

@@ -1,4 +1,4 @@
-"""Seed reader (seed 000 step 1): which seed ids are known, unknown, duplicated."""
+"""Seed reader (spec 000 step 1): which seed ids are known, unknown, duplicated."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from app.errors import SeedError
 
-#: header names a seed file may start with (seed 001 used ``member_srl``)
+#: header names a seed file may start with (spec 001 used ``member_srl``)
 SEED_HEADERS = {"did", "member_srl", "user_id", "uid"}
 
 

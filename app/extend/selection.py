@@ -1,4 +1,4 @@
-"""User selector (seed 000 step 4): the top M non-seed users by similarity score."""
+"""User selector (spec 000 step 4): the top M non-seed users by similarity score."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Similarity generator (seed 000 step 3) over the score table with Ray Data.
+"""Similarity generator (spec 000 step 3) over the score table with Ray Data.
 
 Each user partition (a Ray Data block of the score table) is scored against all seeds by the
 blocked kernel in :mod:`app.extend.kernel`. The seed matrix is put in the object store once

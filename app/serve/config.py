@@ -50,7 +50,7 @@ class ServeConfig(StrictModel):
     max_job_attempts: int = Field(3, ge=1, le=20)
     #: CPUs each worker actor reserves (the engine's own Ray tasks reserve theirs)
     worker_num_cpus: float = Field(0.0, ge=0)
-    #: STACK_NOTES: the default (5) collapses under 100 concurrent clients
+    #: the default (5) collapses under 100 concurrent clients (docs/operations.md)
     max_ongoing_requests: int = Field(100, ge=1)
     #: CPUs each replica reserves (0: the proxy-bound replicas must fit a 2-core machine)
     replica_num_cpus: float = Field(0.0, ge=0)

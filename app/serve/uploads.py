@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from app import constants as C
 from app.errors import SeedError
 
-#: what a did may look like: the seed's dids are 64 hex characters; synthetic ones are shorter
+#: what a did may look like: the spec's dids are 64 hex characters; synthetic ones are shorter
 DID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 _CSV_DELIMITERS = ",;\t|"
 #: control characters other than tab / CR / LF mark a binary file

@@ -10,7 +10,7 @@ from app.config import StrictModel
 
 
 class DinModelConfig(StrictModel):
-    """Hyperparameters of :func:`app.train.din.build_din` (DESIGN.md section 6)."""
+    """Hyperparameters of :func:`app.train.din.build_din` (docs/design.md, "Models")."""
 
     embedding_dim: int = Field(16, ge=2, le=512)
     attention_units: list[int] = Field(default_factory=lambda: [80, 40])

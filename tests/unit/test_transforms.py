@@ -13,7 +13,7 @@ from app.data.transforms import (
 
 
 def test_interval_starting_time_seed_example():
-    # seed 000: interval_time_in_seconds=5 over 100..109
+    # spec 000: interval_time_in_seconds=5 over 100..109
     got = interval_start(np.arange(100, 110), 5)
     assert got.tolist() == [100] * 5 + [105] * 5
 
