@@ -1,4 +1,4 @@
-"""One local Ray per integration-test session (small: 2 CPUs, 256 MiB object store)."""
+"""One local Ray per pytest run of the integration tests (small: 2 CPUs, 256 MiB object store)."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Session fixture: smoke-size synthetic data generated and run through the whole pipeline once."""
+"""Pytest-session fixture: smoke-size synthetic data generated and run through the whole pipeline once."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Session fixtures for the extend integration tests (see conftest.py).
+"""Pytest-session fixtures for the extend integration tests (see conftest.py).
 
 ``scored_root``: the trained root (current DIN model) with a score table generated and registered.
 When the train fixtures are not available, a stand-in scorer (smoothed per-keyword CTR of the

@@ -1,4 +1,4 @@
-"""Session fixtures for the serve integration tests (see conftest.py).
+"""Pytest-session fixtures for the serve integration tests (see conftest.py).
 
 ``serve_app`` runs ONE Serve application for the session (start 7-10 s, stop 6-7 s on 2 cores)
 on a free localhost port, with fakes injected through the builder args: a fake extension engine

@@ -1,4 +1,4 @@
-"""Session fixtures for the train integration tests (see conftest.py).
+"""Pytest-session fixtures for the train integration tests (see conftest.py).
 
 ``trained_root``: a storage root with samples and one DIN version trained by 2 CPU workers,
 exported, evaluated and made current by the gate. It builds on ``generated_root`` (the smoke data

@@ -1,4 +1,4 @@
-"""The service over HTTP against a real ``serve.run`` on local Ray (one app for the session).
+"""The service over HTTP against a real ``serve.run`` on local Ray (one app for the whole pytest run).
 
 Lifecycle, auth and isolation, every bad-input case, worker death, restart recovery, /score.
 """
