@@ -24,8 +24,7 @@ import pyarrow.parquet as pq
 
 
 def synth_score_table(root: str, users: int, k: int, buckets: int, seed: int) -> list[str]:
-    from app.extend.kernel import l2_normalize
-    from app.extend.scores import fixed_list
+    from app.extend.scores import fit_space, fixed_list
     from app.registry import Registry, new_version
     from app.storage import Storage
 
@@ -37,10 +36,10 @@ def synth_score_table(root: str, users: int, k: int, buckets: int, seed: int) ->
     for b in range(buckets):
         s = slice(b * step, min((b + 1) * step, users))
         raw = rng.random((s.stop - s.start, k), dtype=np.float32)
-        t = pa.table({"did": dids[s], "did_index": np.arange(s.start, s.stop), "scores": fixed_list(raw),
-                      "scores_norm": fixed_list(l2_normalize(raw))})
+        t = pa.table({"did": dids[s], "did_index": np.arange(s.start, s.stop), "scores": fixed_list(raw)})
         storage.makedirs(f"scores/{version}/did_bucket={b}")
         pq.write_table(t, storage.path(f"scores/{version}/did_bucket={b}/part-0.parquet"))
+    storage.write_json(f"scores/{version}/space.json", fit_space(storage, f"scores/{version}").to_json())
     Registry(storage).add_score_table(version, {"keywords": [f"kw{i}" for i in range(k)], "num_users": users})
     return list(dids)
 

@@ -64,7 +64,13 @@ class ExtendConfig(StrictModel):
     max_seeds: int = Field(1_000_000, ge=1, description="more input lines is a SeedError")
     recommended_seeds: tuple[int, int] = (100, 50000)
     score_table: str | None = Field(None, description="score-table version; None = current")
-    history_before: dt.date | None = Field(None, description="jsd: only history before this date")
+    #: one point in time for everything the job reads: a score table made from history before it
+    #: (found or generated), JSD features counted before it, and the eligible pool. None = now.
+    as_of: dt.date | None = Field(None, description="use only what was known before this date")
+    #: who may be in an audience (and, in validation, in the random and popularity baselines):
+    #: ``active_before`` = users with at least one impression before ``as_of`` (a user seen only
+    #: after it is future information); ``all`` = every train-ready user (leaky; for comparison)
+    eligible: Literal["active_before", "all"] = "active_before"
     backend: Literal["auto", "numpy", "tf", "torch"] = "auto"
     user_block: int = Field(512, ge=1, description="users per GEMM tile (numpy backend)")
     seed_block: int = Field(1024, ge=1, description="seeds per GEMM tile (numpy backend)")

@@ -20,10 +20,11 @@ import pyarrow.parquet as pq
 
 from app.extend.clustering import choose_k
 from app.extend.config import ExtendConfig
-from app.extend.scores import read_score_vectors, resolve_score_table, score_table_files
+from app.extend.scores import read_score_vectors, score_space, score_table_files, score_table_for
 from app.extend.seeds import SeedSet, read_seeds
 from app.extend.selection import audience_size, select_top
 from app.extend.similarity import similarity_candidates
+from app.extend.space import similarity_spread
 from app.storage import Storage
 
 Progress = Callable[[float, str], None]
@@ -70,6 +71,26 @@ def seed_count_warnings(n_found: int, recommended: tuple[int, int]) -> list[str]
     return []
 
 
+#: a p10-p90 width of the users' similarity to the seeds below this is reported as too narrow
+MIN_SPREAD = 0.05
+
+
+def spread_warnings(spread: dict[str, Any]) -> list[str]:
+    width = spread.get("width_p10_p90")
+    if width is None or width >= MIN_SPREAD:
+        return []
+    return [f"users barely differ in similarity to the seeds (p10-p90 width {width:.4f} < {MIN_SPREAD}): "
+            "the ranking is close to arbitrary"]
+
+
+def size_warnings(requested: int, delivered: int, eligible: int, seeds: int) -> list[str]:
+    """Say so when the audience is smaller than asked: the eligible pool ran out."""
+    if delivered >= requested:
+        return []
+    return [f"requested an audience of {requested} but only {delivered} eligible non-seed users exist "
+            f"({eligible} eligible users, {seeds} of them seeds): delivered {delivered}"]
+
+
 def write_audience(storage: Storage, out_dir: str, audience: pa.Table) -> None:
     buf = io.BytesIO()
     pq.write_table(audience, buf)
@@ -82,7 +103,7 @@ def write_audience(storage: Storage, out_dir: str, audience: pa.Table) -> None:
 def _extend_din(
     storage: Storage, seeds: list[str], cfg: ExtendConfig, progress: Progress, timer: _Timer
 ) -> tuple[pa.Table, dict[str, Any]]:
-    version, info = resolve_score_table(storage, cfg.score_table)
+    version, info = score_table_for(storage, cfg)
     users = storage.read_table(f"scores/{version}", columns=["did"])
     all_dids = users.column("did").to_numpy(zero_copy_only=False).astype(str)
     seedset: SeedSet = read_seeds(seeds, all_dids, cfg.min_found_seeds, cfg.max_seeds)
@@ -97,11 +118,13 @@ def _extend_din(
 
     m = audience_size(seedset.found, cfg.size, cfg.percentage, cfg.default_percentage)
     files, _ = score_table_files(storage, version)
+    space = score_space(storage, version, seed_vecs.shape[1])
     cand = similarity_candidates(
         storage.root, files, seed_vecs, seedset.found_dids, cfg.top_n, m,
         backend=cfg.backend, blocks={"user_block": cfg.user_block, "seed_block": cfg.seed_block}
         if cfg.backend != "tf" else {},
         batch_rows=cfg.batch_rows, num_actors=cfg.num_actors, sample=cfg.distribution_sample, seed=cfg.seed,
+        space=space,
     )
     timer.lap("similarity")
     progress(0.85, "similarity done")
@@ -110,17 +133,23 @@ def _extend_din(
     dids = cand.column("did").to_numpy(zero_copy_only=False)
     audience = select_top(dids[~sample_only], scores[~sample_only], m, exclude=seedset.found_dids)
     timer.lap("selection")
+    spread = similarity_spread(scores[sample_only])
     report = {
         "strategy": "din",
         "score_table": version,
+        "as_of": info.get("as_of"),
+        "similarity_space": space.transform,
         "keywords": info.get("keywords"),
         "seeds": seedset.counts(),
         "unknown_examples": seedset.unknown_examples,
         "clusters": clusters.summary(),
-        "warnings": clusters.warnings + seed_count_warnings(seedset.found, cfg.recommended_seeds),
+        "warnings": clusters.warnings + seed_count_warnings(seedset.found, cfg.recommended_seeds)
+        + spread_warnings(spread),
+        "eligible_users": int(all_dids.size),
         "requested_size": m,
         "audience_size": audience.num_rows,
         "top_n": cfg.top_n,
+        "similarity_spread": spread,
         # the sample is uniform per batch, candidates are the top; report both views
         "score_distribution": {
             "population_sample": score_distribution(scores[sample_only]),
@@ -151,6 +180,8 @@ def extend_audience(
         audience, report = extend_jsd(storage, seeds, cfg, out_dir, progress, timer.lap)
     else:
         audience, report = _extend_din(storage, seeds, cfg, progress, timer)
+    report["warnings"] = report.get("warnings", []) + size_warnings(
+        report["requested_size"], audience.num_rows, report.get("eligible_users", 0), report["seeds"]["found"])
     write_audience(storage, out_dir, audience)
     timer.lap("write")
     report["out_dir"] = out_dir

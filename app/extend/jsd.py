@@ -31,6 +31,7 @@ from app.errors import SchemaError, SeedError
 from app.extend.config import ExtendConfig, JsdConfig
 from app.extend.seeds import read_seeds
 from app.extend.selection import audience_size, select_top
+from app.extend.space import similarity_spread
 from app.storage import Storage
 
 NO_FEATURE_ERROR = (
@@ -125,22 +126,33 @@ def user_features(table: pa.Table, num_keywords: int, before_seconds: int | None
     return np.concatenate([persona.astype(np.float32), s.astype(np.float32), c.astype(np.float32)], axis=1)
 
 
-def load_features(storage: Storage, before: dt.date | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(dids, features, names) of every train-ready user, one partition file at a time."""
+def load_features(
+    storage: Storage, before: dt.date | None, active_only: bool = False
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(dids, features, names) of every train-ready user, one partition file at a time.
+
+    ``before``: count only history before that date. ``active_only``: keep only the users with at
+    least one impression counted (with ``before``: the users who existed then).
+    """
     if not storage.exists(C.T_KEYWORDS):
-        raise SchemaError(f"{C.T_KEYWORDS} not found under {storage.root!r}: run the data pipeline")
+        raise SchemaError(f"{C.T_KEYWORDS} not found: run the data pipeline")
     kw = storage.read_table(C.T_KEYWORDS, columns=[C.KEYWORD, C.KEYWORD_INDEX]).sort_by(C.KEYWORD_INDEX)
     keywords = [str(k) for k in kw.column(C.KEYWORD).to_pylist()]
     files = storage.list_files(C.T_TRAINREADY, suffix=".parquet")
     if not files:
-        raise SchemaError(f"{C.T_TRAINREADY} is empty under {storage.root!r}")
+        raise SchemaError(f"{C.T_TRAINREADY} is empty: run the data pipeline")
     before_s = int(dt.datetime.combine(before, dt.time(), tzinfo=dt.UTC).timestamp()) if before else None
     cols = [C.DID, C.AGE, C.GENDER, C.INTERVAL_STARTING_TIME, C.KWI, C.KWI_SHOW_COUNTS, C.KWI_CLICK_COUNTS]
     dids, feats = [], []
     for f in files:
         t = pq.read_table(f, filesystem=storage.fs, columns=cols, partitioning=None)
-        dids.append(t.column(C.DID).to_numpy(zero_copy_only=False).astype(str))
-        feats.append(user_features(t, len(keywords), before_s))
+        d = t.column(C.DID).to_numpy(zero_copy_only=False).astype(str)
+        x = user_features(t, len(keywords), before_s)
+        if active_only:
+            active = x[:, 2 : 2 + len(keywords)].sum(axis=1) > 0
+            d, x = d[active], x[active]
+        dids.append(d)
+        feats.append(x)
     return np.concatenate(dids), np.concatenate(feats), feature_names(keywords)
 
 
@@ -186,7 +198,7 @@ def extend_jsd(
     """Seed 001's strategy end to end; returns (audience, report part)."""
     from app.extend.engine import score_distribution, seed_count_warnings
 
-    dids, x, names = load_features(storage, cfg.history_before)
+    dids, x, names = load_features(storage, cfg.as_of, active_only=cfg.eligible == "active_before")
     seedset = read_seeds(seeds, dids, cfg.min_found_seeds, cfg.max_seeds)
     lap("seed_reader")
     progress(0.2, f"{seedset.found} seeds found of {seedset.submitted}")
@@ -222,10 +234,14 @@ def extend_jsd(
             for j, w in zip(sel, fw.weights, strict=True)
         ],
         "persona": {names[j]: float(seed_x[:, j].mean()) for j in sel},
+        "as_of": cfg.as_of.isoformat() if cfg.as_of else None,
+        "eligible_users": int(dids.size),
         "warnings": seed_count_warnings(seedset.found, cfg.jsd.recommended_seeds),
         "requested_size": m,
         "audience_size": audience.num_rows,
         "score_distribution": {"audience": score_distribution(audience.column("score").to_numpy())},
+        # closeness to the seeds' persona (minus the weighted distance) over the non-seed population
+        "similarity_spread": similarity_spread(-dist[~is_seed]),
         "extra_files": [f"{out_dir}/top_features.csv", f"{out_dir}/lookalike.png"],
     }
     return audience, report

@@ -5,13 +5,18 @@ current model once each (a GPU per actor when the cluster has them) turns every 
 into their latest history (the same window as training) and scores all keywords at once with
 ``BatchScorer.score_all_keywords``. Output, partitioned by did_bucket::
 
-    <root>/scores/<version>/did_bucket=B/*.parquet   did, did_index, scores, scores_norm
+    <root>/scores/<version>/did_bucket=B/*.parquet   did, did_index, scores
     <root>/scores/<version>/keywords.json            keyword of each vector position
+    <root>/scores/<version>/space.json               the similarity space (app.extend.space)
 
-``scores`` is a fixed-size float32 list of K values in keyword order (index 1 first) and
-``scores_norm`` its L2-normalized copy. The version is registered as the current score table.
-With ``as_of`` (validation) history from that date on is dropped first, and the table is
-registered without becoming current.
+``scores`` is a fixed-size float32 list of K click probabilities in keyword order (index 1
+first). The similarity space (per-keyword population mean and std of their logits) is fitted in
+one streaming pass after the write. The version is registered as the current score table.
+
+**As of a date.** With ``as_of`` (validation, ``extend scores --as-of``, ``extend run --as-of``)
+every interval from that date on is dropped first, and users left with no history are not in the
+table (``active_only``): a user first seen after the date is future information. Such a table is
+registered without becoming current, and is reused by later runs for the same model and date.
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from app import constants as C
-from app.errors import ModelNotReady, SchemaError
-from app.extend.config import ScoresConfig
-from app.extend.kernel import l2_normalize
+from app.errors import ConfigError, ModelNotReady, SchemaError
+from app.extend.config import ExtendConfig, ScoresConfig
+from app.extend.space import SPACE_FILE, ScoreSpace
 from app.registry import Registry, new_version
 from app.storage import Storage
 
 USER_KEYS = ("age", "gender", "hist_kwi", "hist_show_counts", "hist_click_counts")
+SCORES = "scores"
 HISTORY_LISTS = (C.INTERVAL_STARTING_TIME, C.KWI, C.KWI_SHOW_COUNTS, C.KWI_CLICK_COUNTS)
 DEFAULT_LOADER = "app.train.export:load_current_scorer"
 
@@ -46,32 +52,49 @@ def resolve_score_table(storage: Storage, version: str | None = None) -> tuple[s
         return reg.current_score_table()
     versions = reg.read().get("score_tables", {}).get("versions", {})
     if version not in versions:
-        raise ModelNotReady(f"score table {version!r} is not registered in {storage.root!r}")
+        raise ModelNotReady(f"score table {version!r} is not registered")
     return version, versions[version]
 
 
 def score_table_files(storage: Storage, version: str) -> tuple[list[str], Any]:
     files = storage.list_files(f"scores/{version}", suffix=".parquet")
     if not files:
-        raise ModelNotReady(f"score table {version!r} has no Parquet files under {storage.root!r}")
+        raise ModelNotReady(f"score table {version!r} has no Parquet files")
     return files, storage.fs
 
 
-def read_score_vectors(storage: Storage, version: str, dids: np.ndarray, column: str = "scores_norm") -> np.ndarray:
-    """Vectors of ``dids`` (in that order) from the score table."""
+def score_space(storage: Storage, version: str, k: int) -> ScoreSpace:
+    """The table's similarity space; plain L2 of the raw scores for tables made before spaces."""
+    rel = f"scores/{version}/{SPACE_FILE}"
+    if not storage.exists(rel):
+        return ScoreSpace.raw(k)
+    return ScoreSpace.from_json(storage.read_json(rel))
+
+
+def read_score_vectors(storage: Storage, version: str, dids: np.ndarray) -> np.ndarray:
+    """Unit vectors of ``dids`` (in that order) in the table's similarity space."""
     from app.extend.similarity import vectors
 
     files, fs = score_table_files(storage, version)
     ds = pads.dataset(files, filesystem=fs, format="parquet")
     wanted = pa.array(np.asarray(dids).astype(str), type=pa.string())
-    table = ds.to_table(columns=["did", column], filter=pads.field("did").isin(wanted))
+    table = ds.to_table(columns=["did", SCORES], filter=pads.field("did").isin(wanted))
     got = table.column("did").to_numpy(zero_copy_only=False).astype(str)
     order = {d: i for i, d in enumerate(got)}
     missing = [d for d in wanted.to_pylist() if d not in order]
     if missing:
         raise SchemaError(f"score table {version!r} lacks seeds {missing[:5]}")
     idx = np.fromiter((order[d] for d in wanted.to_pylist()), dtype=np.int64, count=len(wanted))
-    return vectors(table, column)[idx]
+    raw = vectors(table, SCORES)[idx]
+    return score_space(storage, version, raw.shape[1]).apply(raw)
+
+
+def fit_space(storage: Storage, version_dir: str) -> ScoreSpace:
+    """Fit the similarity space over every row of a written table, one file at a time."""
+    from app.extend.similarity import iter_file_batches, vectors
+
+    files = storage.list_files(version_dir, suffix=".parquet")
+    return ScoreSpace.fit(vectors(t, SCORES) for t in iter_file_batches(files, storage.fs, [SCORES], 65536))
 
 
 # ------------------------------------------------------------------ history helpers
@@ -100,7 +123,7 @@ def load_callable(spec: str):
 def history_window(storage: Storage, run: str) -> dict[str, Any]:
     rel = f"samples/{run}/stats.json"
     if not storage.exists(rel):
-        raise ModelNotReady(f"{rel} not found under {storage.root!r}: build samples first")
+        raise ModelNotReady(f"{rel} not found: build samples first")
     return storage.read_json(rel)
 
 
@@ -115,8 +138,7 @@ def score_rows(users: dict[str, np.ndarray], scores: np.ndarray, buckets: np.nda
         {
             "did": pa.array(np.asarray(users["did"]).astype(str), type=pa.string()),
             "did_index": pa.array(np.asarray(users["did_index"], dtype=np.int64)),
-            "scores": fixed_list(scores),
-            "scores_norm": fixed_list(l2_normalize(scores)),
+            SCORES: fixed_list(scores),
             C.DID_BUCKET: pa.array(np.asarray(buckets, dtype=np.int64)),
         }
     )
@@ -134,7 +156,7 @@ class ScoreActor:
 
     def __init__(self, root: str, loader: str, model_name: str, version: str, length: int,
                  hist_len: int, interval_seconds: int, before_seconds: int | None, history_fn: str,
-                 batch_rows: int):
+                 batch_rows: int, active_only: bool = True):
         got, self.scorer = load_callable(loader)(Storage(root), name=model_name)
         if got != version:
             raise ModelNotReady(f"current {model_name!r} model changed during scoring ({version} -> {got})")
@@ -143,6 +165,7 @@ class ScoreActor:
         self.fs = Storage(root).fs
         self.rows = batch_rows
         self.history = load_callable(history_fn)
+        self.active_only = active_only
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         from app.extend.similarity import iter_file_batches
@@ -159,6 +182,8 @@ class ScoreActor:
     def score_table(self, batch: pa.Table) -> pa.Table:
         if self.before is not None:
             batch = truncate_history(batch, self.before)
+            if self.active_only:  # nobody seen before the date: not part of the population then
+                batch = batch.filter(pc.greater(pc.list_value_length(batch.column(C.INTERVAL_STARTING_TIME)), 0))
         users = self.history(batch, self.length, self.hist_len, self.interval_seconds)
         scores = self.scorer.score_all_keywords({k: users[k] for k in USER_KEYS})
         if C.DID_BUCKET in batch.column_names:
@@ -175,10 +200,17 @@ def generate_score_table(
     make_current: bool | None = None,
     loader: str | None = None,
     history_fn: str = "app.data.samples:latest_history",
+    active_only: bool = True,
 ) -> dict[str, Any]:
-    """Score every train-ready user against every keyword; write and register a score table."""
+    """Score every train-ready user against every keyword; write and register a score table.
+
+    ``as_of``: history before that date only; with ``active_only`` users with none are left out.
+    """
     import ray
     from ray.data import ActorPoolStrategy
+
+    from app.console import get_console
+    from app.extend.similarity import actor_pool_size, paths_dataset
 
     t0 = time.perf_counter()
     loader = loader or cfg.loader
@@ -187,24 +219,20 @@ def generate_score_table(
     stats = history_window(storage, cfg.samples_run)
     length, hist_len = int(stats["length"]), int(getattr(scorer, "hist_len", stats["hist_len"]))
     del scorer
-    before = None
-    if as_of is not None:
-        before = int(dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC).timestamp())
+    before = as_of_seconds(as_of)
     files = storage.list_files(C.T_TRAINREADY, suffix=".parquet")
     if not files:
-        raise SchemaError(f"{C.T_TRAINREADY} is empty under {storage.root!r}: run the data pipeline")
+        raise SchemaError(f"{C.T_TRAINREADY} is empty: run the data pipeline")
     gpus = ray.cluster_resources().get("GPU", 0)
     use_gpu = cfg.use_gpu == "yes" or (cfg.use_gpu == "auto" and gpus >= 1)
     version = new_version()
-    from app.extend.similarity import actor_pool_size, paths_dataset
-
     out = paths_dataset(files).map_batches(
         ScoreActor,
         fn_constructor_kwargs={
             "root": storage.root, "loader": loader, "model_name": cfg.model_name, "version": model_version,
             "length": length, "hist_len": hist_len, "before_seconds": before,
             "interval_seconds": int(stats.get("interval_time_in_seconds", 86400)), "history_fn": history_fn,
-            "batch_rows": cfg.batch_rows,
+            "batch_rows": cfg.batch_rows, "active_only": active_only,
         },
         batch_format="numpy",
         batch_size=1,
@@ -212,25 +240,63 @@ def generate_score_table(
         num_gpus=1 if use_gpu else None,
     )
     staging = storage.new_staging(f"scores-{version}")
-    from app.console import get_console
-
     with get_console().progress("score table"):
         out.write_parquet(storage.uri(staging), partition_cols=[C.DID_BUCKET])
+    if not storage.list_files(staging, suffix=".parquet"):
+        storage.delete(staging)
+        when = f" before {as_of.isoformat()}" if as_of else ""
+        raise SchemaError(f"no train-ready user has any history{when}: nothing to score")
+    space = fit_space(storage, staging)
     storage.write_json(f"{staging}/keywords.json", keywords)
+    storage.write_json(f"{staging}/{SPACE_FILE}", space.to_json())
     storage.commit_replace(staging, f"scores/{version}")
-    n_users = storage.read_table(f"scores/{version}", columns=["did_index"]).num_rows
     seconds = time.perf_counter() - t0
     info = {
         "path": f"scores/{version}",
         "model": cfg.model_name,
         "model_version": model_version,
         "keywords": keywords,
-        "num_users": n_users,
+        "num_users": space.users,
         "as_of": as_of.isoformat() if as_of else None,
+        "active_only": bool(active_only),
         "window": {"length": length, "hist_len": hist_len},
         "seconds": round(seconds, 2),
-        "users_per_s": round(n_users / seconds, 1) if seconds else None,
+        "users_per_s": round(space.users / seconds, 1) if seconds else None,
     }
     current = (as_of is None) if make_current is None else make_current
     Registry(storage).add_score_table(version, info, make_current=current)
     return {"version": version, "current": current, **info}
+
+
+def as_of_seconds(day: dt.date | None) -> int | None:
+    """Start of ``day`` (UTC) in epoch seconds: history strictly before it is "as of" the day."""
+    if day is None:
+        return None
+    return int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp())
+
+
+def as_of_score_table(storage: Storage, cfg: ScoresConfig, as_of: dt.date, active_only: bool = True) -> str:
+    """A registered score table made as of ``as_of`` by the current model, else a new one."""
+    reg = Registry(storage).read()
+    model_current = reg.get("models", {}).get(cfg.model_name, {}).get("current")
+    for version, info in sorted(reg.get("score_tables", {}).get("versions", {}).items(), reverse=True):
+        if (info.get("as_of") == as_of.isoformat() and info.get("model_version") == model_current
+                and bool(info.get("active_only", False)) == active_only and storage.exists(f"scores/{version}")):
+            return version
+    return generate_score_table(storage, cfg, as_of=as_of, make_current=False, active_only=active_only)["version"]
+
+
+def score_table_for(storage: Storage, cfg: ExtendConfig) -> tuple[str, dict[str, Any]]:
+    """The score table an extension job reads: the one named in ``cfg.score_table`` (which must
+    have been made as of ``cfg.as_of``), else one as of ``cfg.as_of``, else the current one."""
+    active_only = cfg.eligible == "active_before"
+    if cfg.score_table is not None:
+        version, info = resolve_score_table(storage, cfg.score_table)
+        want = cfg.as_of.isoformat() if cfg.as_of else None
+        if want and info.get("as_of") != want:
+            raise ConfigError(f"score table {version!r} was made as of {info.get('as_of') or 'its creation'}, "
+                              f"not as of {want}: leave score_table unset to get one as of {want}")
+        return version, info
+    if cfg.as_of is not None:
+        return resolve_score_table(storage, as_of_score_table(storage, cfg.scores, cfg.as_of, active_only))
+    return resolve_score_table(storage)

@@ -16,12 +16,12 @@ import pyarrow as pa
 
 from app.extend.kernel import top_n_mean
 from app.extend.selection import block_candidates
+from app.extend.space import ScoreSpace
 
 SCORES = "scores"
-SCORES_NORM = "scores_norm"
 
 
-def vectors(table: pa.Table, column: str = SCORES_NORM) -> np.ndarray:
+def vectors(table: pa.Table, column: str = SCORES) -> np.ndarray:
     """(rows, K) float32 matrix from a fixed-size-list (or list) column, without Python loops."""
     col = table.column(column).combine_chunks()
     if col.type.num_fields == 0:  # pragma: no cover - not a list
@@ -58,11 +58,16 @@ def score_batch(
     blocks: dict[str, int] | None = None,
     sample: int = 0,
     rng: np.random.Generator | None = None,
+    space: ScoreSpace | None = None,
 ) -> pa.Table:
-    """Top-N mean similarity of a batch of non-seed users; keep only selector candidates + a sample."""
+    """Top-N mean similarity of a batch of non-seed users; keep only selector candidates + a sample.
+
+    ``batch`` holds raw ``scores``; ``space`` turns them into unit vectors (default: plain L2).
+    """
     dids = batch.column("did").to_numpy(zero_copy_only=False).astype(str)
     keep = ~np.isin(dids, seed_dids)
-    users = vectors(batch)[keep]
+    raw = vectors(batch)[keep]
+    users = (space or ScoreSpace.raw(raw.shape[1])).apply(raw)
     dids = dids[keep]
     scores = top_n_mean(users, seeds, top_n, backend=backend, **(blocks or {}))
     cand = block_candidates(scores, m)
@@ -122,11 +127,13 @@ class SimilarityActor:
         self.rows = self.params.pop("batch_rows")
         self.params["backend"] = pick_backend(self.params.get("backend", "auto"))
         self.rng = np.random.default_rng(self.params.pop("seed", 0))
+        space = self.params.pop("space", None)
+        self.space = ScoreSpace.from_json(space) if space else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         parts = [
-            score_batch(t, self.seeds, self.seed_dids, rng=self.rng, **self.params)
-            for t in iter_file_batches(list(batch["path"]), self.fs, ["did", SCORES_NORM], self.rows)
+            score_batch(t, self.seeds, self.seed_dids, rng=self.rng, space=self.space, **self.params)
+            for t in iter_file_batches(list(batch["path"]), self.fs, ["did", SCORES], self.rows)
         ]
         return pa.concat_tables(parts) if parts else _empty()
 
@@ -150,15 +157,19 @@ def similarity_candidates(
     num_actors: int = 2,
     sample: int = 0,
     seed: int = 0,
+    space: ScoreSpace | None = None,
 ) -> pa.Table:
-    """Run the similarity generator over the score-table files; returns candidates + samples."""
+    """Run the similarity generator over the score-table files; returns candidates + samples.
+
+    ``seeds`` are unit vectors already in ``space``; the users' raw scores are moved into it here.
+    """
     import ray
     from ray.data import ActorPoolStrategy
 
     seeds_ref = ray.put(np.ascontiguousarray(seeds, dtype=np.float32))
     seed_dids_ref = ray.put(np.asarray(seed_dids).astype(str))
     params = {"top_n": top_n, "m": m, "backend": backend, "blocks": blocks or {}, "sample": sample,
-              "seed": seed, "batch_rows": batch_rows}
+              "seed": seed, "batch_rows": batch_rows, "space": space.to_json() if space else None}
     num_actors = actor_pool_size(num_actors)
     out = paths_dataset(files).map_batches(
         SimilarityActor,

@@ -33,8 +33,7 @@ from app.errors import SeedError
 from app.extend.config import ExtendConfig
 from app.extend.engine import extend_audience
 from app.extend.jsd import load_features
-from app.extend.scores import generate_score_table, history_window
-from app.registry import Registry
+from app.extend.scores import history_window, score_table_for
 from app.storage import Storage
 
 
@@ -104,16 +103,6 @@ def _load_truth(storage: Storage) -> Any:
     return Truth.load(storage)
 
 
-def _as_of_score_table(storage: Storage, cfg: ExtendConfig, cut: dt.date) -> str:
-    """Reuse a registered score table made as of ``cut`` for the current model, else make one."""
-    reg = Registry(storage).read()
-    model_current = reg.get("models", {}).get(cfg.scores.model_name, {}).get("current")
-    for version, info in sorted(reg.get("score_tables", {}).get("versions", {}).items(), reverse=True):
-        if info.get("as_of") == cut.isoformat() and info.get("model_version") == model_current:
-            return version
-    return generate_score_table(storage, cfg.scores, as_of=cut, make_current=False)["version"]
-
-
 def _set_metrics(name: str, idx: np.ndarray, clicks: np.ndarray, shows: np.ndarray,
                  segment: np.ndarray | None, target: int | None) -> dict[str, Any]:
     c, s = int(clicks[idx].sum()), int(shows[idx].sum())
@@ -126,13 +115,24 @@ def _set_metrics(name: str, idx: np.ndarray, clicks: np.ndarray, shows: np.ndarr
 
 def run_validation(storage: Storage, cfg: ExtendConfig,
                    progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
-    """Validate both strategies over keywords x seed sizes x extension factors; JSON + Markdown."""
+    """Validate the strategies over keywords x seed sizes x extension factors; JSON + Markdown.
+
+    Everything is as of the cutting date (``cfg`` with ``as_of`` = the cut): the score table, the
+    JSD features, popularity, and the eligible pool. With ``cfg.eligible = "active_before"`` (the
+    default) the pool is the users with an impression before the cut; seeds, every strategy's
+    audience and the random and popularity baselines all come from it. A user seen only after the
+    cut would be future information.
+    """
     vcfg = cfg.validation
     stats = history_window(storage, cfg.scores.samples_run)
     cut = vcfg.cutting_date or dt.date.fromisoformat(str(stats["cutting_date"]))
     cut_s = epoch(cut)
     rng = np.random.default_rng(cfg.seed)
-    dids, x, names = load_features(storage, cut)
+    active_only = cfg.eligible == "active_before"
+    dids, x, names = load_features(storage, cut, active_only=active_only)
+    if dids.size == 0:
+        raise SeedError(f"no user has any impression before {cut.isoformat()}: nothing to validate")
+    all_users = storage.read_table(C.T_TRAINREADY, columns=[C.DID]).num_rows
     popularity = x[:, 2 : 2 + (x.shape[1] - 2) // 2].sum(axis=1)
     logs = storage.read_table(C.T_LOGS, columns=[C.DID, C.IS_CLICK, C.KEYWORD, C.ACTION_TIME_SECONDS])
     t = logs.column(C.ACTION_TIME_SECONDS)
@@ -140,7 +140,9 @@ def run_validation(storage: Storage, cfg: ExtendConfig,
     truth = _load_truth(storage)
     segment = truth.segment(dids) if truth is not None else None
     keywords = vcfg.keywords or _top_clicked(before, vcfg.num_keywords)
-    score_table = _as_of_score_table(storage, cfg, cut) if "din" in vcfg.strategies else None
+    as_of_cfg = cfg.model_copy(update={"as_of": cut, "score_table": None})
+    score_table = score_table_for(storage, as_of_cfg)[0] if "din" in vcfg.strategies else None
+    as_of_cfg = as_of_cfg.model_copy(update={"score_table": score_table})
     rows: list[dict[str, Any]] = []
     runs = [(k, s) for k in keywords for s in vcfg.seed_sizes]
     with get_console().progress("validation", total=len(runs), unit="run") as bar:
@@ -149,19 +151,21 @@ def run_validation(storage: Storage, cfg: ExtendConfig,
             if progress:
                 progress(i / len(runs), f"keyword {kw}, {size} seeds")
             pre_clicks, _ = per_user_counts(before, dids, kw)
-            eligible = np.flatnonzero(pre_clicks > 0)
-            if eligible.size < max(size, vcfg.min_seeds) and not (
-                size == min(vcfg.seed_sizes) and eligible.size >= vcfg.min_seeds
+            clickers = np.flatnonzero(pre_clicks > 0)
+            if clickers.size < max(size, vcfg.min_seeds) and not (
+                size == min(vcfg.seed_sizes) and clickers.size >= vcfg.min_seeds
             ):
                 continue
-            seed_idx = rng.choice(eligible, min(size, eligible.size), replace=False)
-            rows.extend(_validate_one(storage, cfg, cut, kw, seed_idx, dids, x, names, popularity, after,
-                                      segment, truth, score_table, rng))
+            seed_idx = rng.choice(clickers, min(size, clickers.size), replace=False)
+            rows.extend(_validate_one(storage, as_of_cfg, kw, seed_idx, dids, x, names, popularity, after,
+                                      segment, truth, rng, int(clickers.size)))
     report = {"cutting_date": cut.isoformat(), "keywords": keywords, "score_table": score_table,
-              "users": int(dids.size), "rows": rows}
+              "eligible": cfg.eligible, "users": int(dids.size), "eligible_users": int(dids.size),
+              "excluded_users": int(all_users - dids.size), "default_strategy": cfg.strategy,
+              "rows": rows, "verdicts": verdicts(rows, cfg.strategy)}
     out = vcfg.report_dir.strip("/")
     storage.write_json(f"{out}/validation.json", report)
-    storage.write_text(f"{out}/validation.md", markdown_table(rows))
+    storage.write_text(f"{out}/validation.md", markdown_report(report))
     report["files"] = [f"{out}/validation.json", f"{out}/validation.md"]
     return report
 
@@ -173,8 +177,8 @@ def _top_clicked(before: pa.Table, n: int) -> list[str]:
     return [str(d["values"]) for d in counts[:n]]
 
 
-def _validate_one(storage, cfg, cut, kw, seed_idx, dids, x, names, popularity, after, segment, truth,
-                  score_table, rng) -> list[dict[str, Any]]:
+def _validate_one(storage, cfg, kw, seed_idx, dids, x, names, popularity, after, segment, truth, rng,
+                  clickers: int) -> list[dict[str, Any]]:
     vcfg = cfg.validation
     n = seed_idx.size
     max_m = max(vcfg.extension_factors) * n
@@ -186,17 +190,21 @@ def _validate_one(storage, cfg, cut, kw, seed_idx, dids, x, names, popularity, a
     audiences: dict[str, np.ndarray] = {}
     extra: dict[str, Any] = {}
     for strategy in vcfg.strategies:
-        run_cfg = cfg.model_copy(update={"strategy": strategy, "size": max_m, "percentage": None,
-                                         "score_table": score_table, "history_before": cut})
+        run_cfg = cfg.model_copy(update={"strategy": strategy, "size": max_m, "percentage": None})
         try:
             rep = extend_audience(storage, list(dids[seed_idx]), run_cfg,
                                   f"{vcfg.report_dir}/runs/{_safe(kw)}-{n}-{strategy}")
         except SeedError as exc:  # e.g. jsd: no divergent feature; recorded, not fatal
-            extra[strategy] = {"refused": str(exc).splitlines()[-1]}
+            extra[strategy] = {"refused": " ".join(str(exc).split())}
             continue
         table = pq.read_table(io.BytesIO(storage.read_bytes(f"{rep['out_dir']}/audience.parquet")))
-        audiences[strategy] = np.fromiter((pos[d] for d in table.column("did").to_pylist()), np.int64)
-        extra[strategy] = {"clusters": rep.get("clusters", {}).get("k"), "warnings": rep.get("warnings")}
+        got = table.column("did").to_pylist()
+        outside = [d for d in got if d not in pos]
+        if outside:  # the as-of score table and the eligible pool are the same users by construction
+            raise SeedError(f"{strategy} picked {len(outside)} users outside the eligible pool, e.g. {outside[:3]}")
+        audiences[strategy] = np.fromiter((pos[d] for d in got), np.int64)
+        extra[strategy] = {"clusters": rep.get("clusters", {}).get("k"), "warnings": rep.get("warnings"),
+                           "similarity_spread": rep.get("similarity_spread")}
     pop_order = non_seed[np.lexsort((non_seed, -popularity[non_seed]))]
     target = None
     oracle_order = None
@@ -209,24 +217,61 @@ def _validate_one(storage, cfg, cut, kw, seed_idx, dids, x, names, popularity, a
     for factor in vcfg.extension_factors:
         m = factor * n
         rand_idx = rng.choice(non_seed, min(m, non_seed.size), replace=False)
-        base = _set_metrics("random", rand_idx, clicks, shows, segment, target)
-        sets = {"random": base, "popularity": _set_metrics("popularity", pop_order[:m], clicks, shows, segment, target)}
+        chosen = {"random": rand_idx, "popularity": pop_order[:m]}
         if oracle_order is not None:
-            sets["oracle"] = _set_metrics("oracle", oracle_order[:m], clicks, shows, segment, target)
+            chosen["oracle"] = oracle_order[:m]
         for strategy, idx in audiences.items():
-            sets[strategy] = _set_metrics(strategy, idx[:m], clicks, shows, segment, target)
-        for name, met in sets.items():
+            chosen[strategy] = idx[:m]
+        sets = {name: _set_metrics(name, idx, clicks, shows, segment, target) for name, idx in chosen.items()}
+        for name, idx in chosen.items():
             if name == "random":
                 continue
-            sel = {"popularity": pop_order[:m], "oracle": oracle_order[:m] if oracle_order is not None else None}
-            idx = audiences[name][:m] if name in audiences else sel.get(name)
             lift, lo, hi = bootstrap_ratio_ci(clicks[idx], clicks[rand_idx], vcfg.bootstrap, rng)
-            met.update({"lift": lift, "lift_ci95": [lo, hi]})
-            if "precision" in met and sets.get("oracle", {}).get("precision"):
-                met["precision_vs_oracle"] = met["precision"] / sets["oracle"]["precision"]
+            sets[name].update({"lift": lift, "lift_ci95": [lo, hi]})
+            if name not in ("popularity", "oracle"):
+                r, rlo, rhi = bootstrap_ratio_ci(clicks[idx], clicks[chosen["popularity"]], vcfg.bootstrap, rng)
+                sets[name]["vs_popularity"] = [r, rlo, rhi]
+            if "precision" in sets[name] and sets.get("oracle", {}).get("precision"):
+                sets[name]["precision_vs_oracle"] = sets[name]["precision"] / sets["oracle"]["precision"]
         rows.append({"keyword": kw, "seeds": int(n), "factor": int(factor), "audience_size": int(m),
-                     "target_segment": target, "sets": sets, "runs": extra})
+                     "eligible_clickers": clickers, "target_segment": target, "sets": sets, "runs": extra})
     return rows
+
+
+def verdicts(rows: list[dict[str, Any]], default: str) -> list[str]:
+    """Plain-words verdict per (keyword, seeds, factor): does the default strategy beat random
+    (95% CI of its lift above 1) and popularity (a higher lift)? If not, which set does."""
+    out = []
+    for r in rows:
+        head = f"{r['keyword']} ({r['seeds']} seeds, {r['factor']}x)"
+        sets = r["sets"]
+        cand = {n: m for n, m in sets.items() if n not in ("random", "oracle") and "lift" in m}
+        best = max(cand, key=lambda n: (cand[n]["lift_ci95"][0], cand[n]["lift"])) if cand else None
+        if default not in sets:
+            refused = r.get("runs", {}).get(default, {}).get("refused", "no audience")
+            out.append(f"{head}: {default} gave no audience ({refused}); best: {_lift_words(best, cand)}")
+            continue
+        m = sets[default]
+        beats_random = m["lift_ci95"][0] > 1.0
+        beats_pop = m["lift"] > sets["popularity"]["lift"]
+        if beats_random and beats_pop:
+            out.append(f"{head}: {default} beats random ({_lift_words(default, cand)}) and popularity "
+                       f"({sets['popularity']['lift']:.2f})")
+            continue
+        misses = [w for w, ok in (("random (its CI reaches 1 or below)", beats_random),
+                                  (f"popularity ({sets['popularity']['lift']:.2f})", beats_pop)) if not ok]
+        better = f"; use {best}: {_lift_words(best, cand)}" if best and best != default else ""
+        out.append(f"{head}: {default} does NOT beat " + " nor ".join(misses)
+                   + f" ({_lift_words(default, cand)}){better}")
+    return out
+
+
+def _lift_words(name: str | None, sets: dict[str, Any]) -> str:
+    if name is None:
+        return "none"
+    m = sets[name]
+    lo, hi = m["lift_ci95"]
+    return f"{name} lift {m['lift']:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
 def _safe(name: str) -> str:
@@ -237,6 +282,16 @@ def _fmt(v: Any, nd: int = 3) -> str:
     if v is None:
         return "-"
     return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """validation.md: the setting, the verdicts in plain words, then every figure."""
+    head = (f"# Audience validation as of {report['cutting_date']}\n\n"
+            f"Eligible pool: {report['eligible_users']} users ({report['eligible']}); "
+            f"{report['excluded_users']} train-ready users had no impression before the cut and were "
+            f"left out. Default strategy: {report['default_strategy']}.\n\n")
+    said = "\n".join(f"- {v}" for v in report["verdicts"]) or "- no keyword had enough eligible clickers"
+    return head + "## Verdicts\n\n" + said + "\n\n## Every figure\n\n" + markdown_table(report["rows"])
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

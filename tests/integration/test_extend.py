@@ -27,34 +27,49 @@ def _read(storage, rel):
     return pq.read_table(io.BytesIO(storage.read_bytes(rel)))
 
 
-def test_score_table_is_registered_and_normalized(scored_root):
+def test_score_table_is_registered_with_its_similarity_space(scored_root):
+    from app.extend.scores import read_score_vectors, score_space
+    from app.extend.space import logit
+
     storage = Storage(scored_root)
     version, info = Registry(storage).current_score_table()
     t = storage.read_table(f"scores/{version}")
     k = len(info["keywords"])
-    assert t.num_rows == info["num_users"] > 1000
-    norm = np.asarray(t.column("scores_norm").combine_chunks().flatten()).reshape(-1, k)
+    assert t.num_rows == info["num_users"] > 1000 and "scores_norm" not in t.column_names
     raw = np.asarray(t.column("scores").combine_chunks().flatten()).reshape(-1, k)
-    np.testing.assert_allclose(np.linalg.norm(norm, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(norm * np.linalg.norm(raw, axis=1, keepdims=True), raw, atol=1e-5)
+    space = score_space(storage, version, k)
+    assert space.transform == "logit_z" and space.users == t.num_rows
+    np.testing.assert_allclose(space.mean, logit(raw).mean(0), rtol=1e-5, atol=1e-6)
+    vecs = read_score_vectors(storage, version, t.column("did").to_numpy(zero_copy_only=False)[:50])
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(vecs, space.apply(raw[:50]), atol=1e-6)
     assert storage.read_json(f"scores/{version}/keywords.json") == info["keywords"]
     assert sorted(storage.list_partitions(f"scores/{version}")) == ["did_bucket=0", "did_bucket=1"]
+
+
+def _clickers_of_top_keyword(storage) -> list[str]:
+    """A coherent seed set: the train-ready users who clicked the most clicked keyword."""
+    logs = storage.read_table("tables/logs", columns=["did", "is_click", "keyword"]).to_pandas()
+    clicks = logs[logs.is_click == 1]
+    top_kw = clicks.keyword.value_counts().index[0]
+    dids = sorted(set(clicks[clicks.keyword == top_kw].did))
+    known = set(storage.read_table("tables/trainready", columns=["did"]).column("did").to_pylist())
+    return [d for d in dids if d in known]
 
 
 @pytest.mark.parametrize("strategy", ["din", "jsd"])
 def test_extend_audience_writes_files_without_seeds(scored_root, cfg, strategy):
     storage = Storage(scored_root)
-    logs = storage.read_table("tables/logs", columns=["did", "is_click", "keyword"]).to_pandas()
-    clicks = logs[logs.is_click == 1]
-    top_kw = clicks.keyword.value_counts().index[0]
-    dids = sorted(set(clicks[clicks.keyword == top_kw].did))  # a coherent seed set: clickers of a keyword
-    known = set(storage.read_table("tables/trainready", columns=["did"]).column("did").to_pylist())
-    dids = [d for d in dids if d in known]
+    dids = _clickers_of_top_keyword(storage)
     assert len(dids) >= 150
     seeds = dids[:150] + dids[:10] + ["nobody-1", "nobody-2"]
     run = cfg.model_copy(update={"strategy": strategy, "size": 300})
     report = extend_audience(storage, seeds, run, f"jobs/test-{strategy}")
     assert report["seeds"] == {"submitted": 162, "found": 150, "unknown": 2, "duplicate": 10}
+    spread = report["similarity_spread"]
+    assert spread["n"] > 100 and spread["p10"] <= spread["p50"] <= spread["p90"]
+    if strategy == "din":  # cosine in the population-scaled space discriminates
+        assert spread["width_p10_p90"] > 0.1, spread
     aud = _read(storage, f"jobs/test-{strategy}/audience.parquet")
     assert aud.num_rows == 300 and aud.column_names == ["did", "score", "rank"]
     assert not set(aud.column("did").to_pylist()) & set(seeds)
@@ -89,3 +104,86 @@ def test_validation_din_beats_random(scored_root, cfg):
         assert all("oracle" in r["sets"] for r in rows)
     md = Storage(scored_root).read_bytes(report["files"][1]).decode()
     assert "| keyword |" in md and "din" in md and "popularity" in md
+
+
+def test_audience_larger_than_the_pool_is_delivered_with_a_warning(scored_root, cfg):
+    storage = Storage(scored_root)
+    dids = storage.read_table("tables/trainready", columns=["did"]).column("did").to_pylist()
+    seeds = _clickers_of_top_keyword(storage)[:100]
+    run = cfg.model_copy(update={"strategy": "jsd", "size": len(dids) * 2})
+    report = extend_audience(storage, seeds, run, "jobs/too-big")
+    assert report["audience_size"] == report["eligible_users"] - 100 < report["requested_size"]
+    assert any(f"requested an audience of {len(dids) * 2}" in w for w in report["warnings"])
+    assert storage.read_json("jobs/too-big/report.json")["warnings"] == report["warnings"]
+
+
+def _plant_future_users(root: str, keyword: str, cut_s: int, n: int = 150) -> list[str]:
+    """Users seen only after the cut who click ``keyword`` a lot: what a leaky validation picks."""
+    import pyarrow as pa
+
+    storage = Storage(root)
+    kw = storage.read_table("tables/keywords").to_pydict()
+    kwi = kw["keyword_index"][kw["keyword"].index(keyword)]
+    first = storage.list_files("tables/trainready", suffix=".parquet")[0]
+    schema = pq.read_schema(first, filesystem=storage.fs)
+    top = int(pc_max(storage.read_table("tables/trainready", columns=["did_index"]).column("did_index"))) + 1
+    dids = [f"future-{i:04d}" for i in range(n)]
+    day = cut_s + 86400
+    rows = {
+        "age": [3] * n, "gender": [1] * n, "did": dids, "did_index": list(range(top, top + n)),
+        "interval_starting_time": [[day]] * n, "kwi": [[[kwi]]] * n,
+        "kwi_show_counts": [[[6]]] * n, "kwi_click_counts": [[[6]]] * n,
+    }
+    table = pa.table({f.name: pa.array(rows[f.name], f.type) for f in schema if f.name in rows})
+    pq.write_table(table, storage.path("tables/trainready/did_bucket=0/planted.parquet"), filesystem=storage.fs)
+    logs = pa.table({"did": pa.array(dids * 6), "is_click": pa.array([1] * (6 * n), pa.int32()),
+                     "keyword": pa.array([keyword] * (6 * n)),
+                     "action_time_seconds": pa.array([day + 60] * (6 * n), pa.int64())})
+    day_dir = "tables/logs/day=planted/did_bucket=0"
+    storage.makedirs(day_dir)
+    pq.write_table(logs, storage.path(day_dir, "planted.parquet"), filesystem=storage.fs)
+    return dids
+
+
+def pc_max(col):
+    import pyarrow.compute as pc
+
+    return pc.max(col).as_py()
+
+
+def test_validation_lift_ignores_users_seen_only_after_the_cut(scored_root, cfg, tmp_path):
+    """Planting post-cut-only heavy clickers must not move the validation: they are future users."""
+    import shutil
+
+    from app.extend.validate import epoch, run_validation
+
+    vcfg = cfg.validation.model_copy(update={"num_keywords": 1, "extension_factors": [1, 5]})
+    run = cfg.model_copy(update={"validation": vcfg})
+    base = run_validation(Storage(scored_root), run.model_copy(
+        update={"validation": vcfg.model_copy(update={"report_dir": "reports/val-base"})}))
+    assert base["rows"], "no keyword had enough pre-cut clickers"
+    keyword = base["keywords"][0]
+    planted_root = str(tmp_path / "planted")
+    shutil.copytree(scored_root, planted_root)
+    future = _plant_future_users(planted_root, keyword, epoch(dt_date(base["cutting_date"])))
+    Storage(planted_root).delete(f"scores/{base['score_table']}")  # made again, now with the planted users
+    honest = run_validation(Storage(planted_root), run)
+    assert honest["excluded_users"] == base["excluded_users"] + len(future)
+    assert honest["eligible_users"] == base["eligible_users"]
+    for a, b in zip(base["rows"], honest["rows"], strict=True):
+        for name in a["sets"]:
+            assert a["sets"][name]["clicks"] == b["sets"][name]["clicks"], name
+            assert a["sets"][name].get("lift") == b["sets"][name].get("lift"), name
+    # the control: letting every train-ready user in lets the future users move the figures
+    leaky = run_validation(Storage(planted_root), run.model_copy(update={"eligible": "all"}))
+    assert leaky["eligible_users"] == honest["eligible_users"] + honest["excluded_users"]
+    assert leaky["excluded_users"] == 0
+    moved = [(a["sets"][n]["clicks"], b["sets"][n]["clicks"]) for a, b in zip(honest["rows"], leaky["rows"],
+                                                                             strict=True) for n in a["sets"]]
+    assert any(x != y for x, y in moved), moved
+
+
+def dt_date(text: str):
+    import datetime as dt
+
+    return dt.date.fromisoformat(text)

@@ -78,3 +78,35 @@ def test_user_features_from_trainready_lists():
     np.testing.assert_array_equal(x, [[3, 0, 4, 3, 0, 1, 1, 0], [5, 1, 0, 0, 7, 0, 0, 2]])
     x_before = user_features(t, 3, before_seconds=150)  # drops a's newest interval
     np.testing.assert_array_equal(x_before[0], [3, 0, 0, 2, 0, 0, 1, 0])
+
+
+def _row(sets, keyword="drama", factor=5):
+    return {"keyword": keyword, "seeds": 100, "factor": factor, "sets": sets, "runs": {}}
+
+
+def _m(lift, lo, hi):
+    return {"lift": lift, "lift_ci95": [lo, hi]}
+
+
+def test_verdicts_say_in_plain_words_who_wins():
+    from app.extend.validate import verdicts
+
+    rows = [
+        _row({"random": {}, "din": _m(1.6, 1.2, 2.1), "popularity": _m(1.3, 0.9, 1.8), "jsd": _m(1.1, 0.8, 1.5)}),
+        _row({"random": {}, "din": _m(0.6, 0.35, 0.9), "popularity": _m(1.8, 1.3, 2.4), "jsd": _m(2.0, 1.5, 2.6)},
+             keyword="comedy"),
+        _row({"random": {}, "din": _m(1.4, 0.9, 2.0), "popularity": _m(1.1, 0.8, 1.5)}, keyword="war"),
+    ]
+    v = verdicts(rows, "din")
+    assert v[0].startswith("drama (100 seeds, 5x): din beats random") and "popularity (1.30)" in v[0]
+    assert "din does NOT beat random" in v[1] and "nor popularity (1.80)" in v[1] and "use jsd: jsd lift 2.00" in v[1]
+    assert v[2] == "war (100 seeds, 5x): din does NOT beat random (its CI reaches 1 or below) (din lift 1.40 [0.90, 2.00])"
+
+
+def test_verdict_when_the_default_strategy_gave_no_audience():
+    from app.extend.validate import verdicts
+
+    row = _row({"random": {}, "popularity": _m(1.8, 1.3, 2.4)})
+    row["runs"] = {"jsd": {"refused": "Critical Error: no feature diverges"}}
+    (v,) = verdicts([row], "jsd")
+    assert "jsd gave no audience (Critical Error: no feature diverges)" in v and "popularity lift 1.80" in v

@@ -84,7 +84,7 @@ def test_select_top_excludes_seeds_and_breaks_ties_by_did():
 
 def _table(dids, vecs):
     flat = pa.array(vecs.astype(np.float32).reshape(-1))
-    return pa.table({"did": dids, "scores_norm": pa.FixedSizeListArray.from_arrays(flat, vecs.shape[1])})
+    return pa.table({"did": dids, "scores": pa.FixedSizeListArray.from_arrays(flat, vecs.shape[1])})
 
 
 def test_score_batch_excludes_seeds_and_keeps_top_m():
