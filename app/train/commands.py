@@ -41,8 +41,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     storage = Storage(get_settings(args.root).root)
     version = args.version or Registry(storage).current_model(cfg.name)[0]
     stats = read_stats(storage, cfg.samples_run)
-    scorer = BatchScorer.load(storage.uri(model_dir(cfg.name, version)))
-    metrics, _ = evaluate(
+    scorer = BatchScorer.load(storage.uri(model_dir(cfg.name, version)))  # DIN, whichever scorer serves
+    metrics, _, _ = evaluate(
         scorer, storage, cfg.samples_run, stats, cfg.evaluation.lr_max_rows, cfg.evaluation.oracle, cfg.seed
     )
     return {"version": version, **metrics}

@@ -1,17 +1,16 @@
-"""Test-split evaluation of DIN against two baselines and the generator's oracle.
+"""Test-split evaluation of DIN against its baselines and the generator's oracle.
 
 - ``din``: the exported model (through :class:`BatchScorer`, i.e. exactly what is served);
-- ``popularity``: the target keyword's smoothed click-through rate on the train split;
-- ``logistic_regression``: scikit-learn on the same features DIN sees (target keyword, age,
-  gender one-hots; history totals and the target keyword's own history shows/clicks), fit on a
-  random sample of the train split;
+- ``popularity`` and ``logistic_regression``: :mod:`app.train.baselines`, fit on the train split;
 - ``oracle``: the generator's ground truth. A sample's label is "clicked at least once in the
   target interval", and each of the n shows of that keyword in that interval is clicked with the
   planted probability p(user, keyword), so the true P(label = 1) is ``1 - (1 - p) ** n``; n is read
   from the train-ready table. (Using p alone ignores n, which a model can partly infer from the
   user's activity, and then a trained model beats the "oracle".) Skipped without ground truth.
 
-AUC, GAUC (by did_index, weighted by impressions) and log loss for each, in ``metrics.json``.
+AUC, GAUC (by did_index, weighted by impressions) and log loss for each, in ``metrics.json``,
+and DIN's AUC minus each baseline's with a 95% CI from a bootstrap over test users (samples of
+one user move together): ``comparisons``.
 """
 
 from __future__ import annotations
@@ -25,8 +24,9 @@ import numpy as np
 from app import constants as C
 from app.storage import Storage
 from app.train.din import MODEL_FEATURES
+from app.train.baselines import baseline_features, fit_logistic_regression, popularity_scores
 from app.train.input import load_arrays, make_dataset, split_files
-from app.train.metrics import click_metrics
+from app.train.metrics import click_metrics, paired_auc_difference
 
 log = logging.getLogger(__name__)
 
@@ -53,66 +53,6 @@ def scan_train(
             sample[k].append(b[k][take])
     lr_sample = {k: np.concatenate(v) for k, v in sample.items()} if sample["label"] else {}
     return shows, clicks, lr_sample
-
-
-def popularity_scores(
-    shows: np.ndarray, clicks: np.ndarray, target_kwi: np.ndarray, prior: float = 10.0
-) -> np.ndarray:
-    """Smoothed CTR of each keyword (toward the global CTR, ``prior`` pseudo-impressions)."""
-    base = clicks.sum() / max(1.0, shows.sum())
-    ctr = (clicks + prior * base) / (shows + prior)
-    return ctr[np.clip(target_kwi, 0, len(ctr) - 1)]
-
-
-# ------------------------------------------------------------------ logistic regression baseline
-def baseline_features(
-    a: dict[str, np.ndarray], num_keywords: int, age_vocab: int = 128, gender_vocab: int = 8
-):
-    """Sparse design matrix of the LR baseline from sample arrays."""
-    import scipy.sparse as sp
-
-    n = len(a["target_kwi"])
-    valid = a["hist_kwi"] != C.PADDING_INDEX
-    shows = np.where(valid, a["hist_show_counts"], 0).astype(np.float64)
-    clicks = np.where(valid, a["hist_click_counts"], 0).astype(np.float64)
-    match = valid & (a["hist_kwi"] == a["target_kwi"][:, None])
-    dense = np.column_stack(
-        [
-            np.log1p(shows.sum(1)),
-            np.log1p(clicks.sum(1)),
-            np.log1p(valid.sum(1)),
-            np.log1p((shows * match).sum(1)),
-            np.log1p((clicks * match).sum(1)),
-            match.any(1).astype(np.float64),
-            (clicks.sum(1) + 0.1) / (shows.sum(1) + 1.0),
-        ]
-    )
-
-    def onehot(values: np.ndarray, size: int):
-        idx = np.clip(values, 0, size - 1)
-        return sp.csr_matrix((np.ones(n), (np.arange(n), idx)), shape=(n, size))
-
-    return sp.hstack(
-        [
-            onehot(a["target_kwi"], num_keywords),
-            onehot(a["age"], age_vocab),
-            onehot(a["gender"], gender_vocab),
-            sp.csr_matrix(dense),
-        ],
-        format="csr",
-    )
-
-
-def logistic_regression_scores(
-    train: dict[str, np.ndarray], test: dict[str, np.ndarray], num_keywords: int
-) -> np.ndarray | None:
-    from sklearn.linear_model import LogisticRegression
-
-    if not train or len(np.unique(train["label"])) < 2:
-        return None
-    clf = LogisticRegression(C=1.0, max_iter=500, solver="lbfgs")
-    clf.fit(baseline_features(train, num_keywords), train["label"])
-    return clf.predict_proba(baseline_features(test, num_keywords))[:, 1]
 
 
 # ------------------------------------------------------------------ oracle
@@ -179,8 +119,13 @@ def evaluate(
     lr_rows: int = 300_000,
     oracle: bool = True,
     seed: int = 0,
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Metrics of DIN, the baselines and the oracle on the test split; also returns the test arrays."""
+    bootstrap: int = 200,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
+    """Metrics of DIN, the baselines and the oracle on the test split.
+
+    Returns (metrics, the test arrays, the fitted baselines: ``{"logistic_regression": clf or
+    None}``) so that the gate can export the regression when it is the better scorer.
+    """
     hist_len, num_keywords = int(stats["hist_len"]), int(stats["num_keywords"])
     test_files = split_files(storage, run, "test")
     test = load_arrays(test_files, hist_len)
@@ -188,16 +133,21 @@ def evaluate(
         split_files(storage, run, "train"), hist_len, num_keywords, lr_rows, int(stats["train"]["rows"]), seed
     )
     users, labels = test["did_index"], test["label"]
-    models: dict[str, Any] = {"din": click_metrics(users, labels, scorer.score(model_batch(test)))}
-    models["popularity"] = click_metrics(users, labels, popularity_scores(shows, clicks, test["target_kwi"]))
-    lr = logistic_regression_scores(lr_train, test, num_keywords)
-    if lr is not None:
-        models["logistic_regression"] = click_metrics(users, labels, lr)
+    scores = {"din": scorer.score(model_batch(test)),
+              "popularity": popularity_scores(shows, clicks, test["target_kwi"])}
+    clf = fit_logistic_regression(lr_train, num_keywords)
+    if clf is not None:
+        scores["logistic_regression"] = clf.predict_proba(baseline_features(test, num_keywords))[:, 1]
+    models: dict[str, Any] = {name: click_metrics(users, labels, s) for name, s in scores.items()}
     if oracle:
         truth = oracle_scores(storage, test, list(stats.get("keywords") or []),
                               int(stats.get("interval_time_in_seconds", 86400)))
         if truth is not None:
             models["oracle"] = click_metrics(users, labels, truth)
+    comparisons = {
+        f"din - {name}": paired_auc_difference(users, labels, scores["din"], scores[name], bootstrap, seed)
+        for name in ("logistic_regression", "popularity") if name in scores
+    }
     out: dict[str, Any] = {
         "samples_run": run,
         "test_rows": int(len(labels)),
@@ -206,7 +156,8 @@ def evaluate(
         "test_fingerprint": test_fingerprint(run, test_files, len(labels)),
         "lr_train_rows": int(len(lr_train.get("label", []))),
         "models": models,
+        "comparisons": comparisons,
     }
     if "oracle" in models:
         out["din_over_oracle_auc"] = models["din"]["auc"] / models["oracle"]["auc"]
-    return out, test
+    return out, test, {"logistic_regression": clf}

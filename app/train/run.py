@@ -36,6 +36,16 @@ def export_checkpoint(
     write_scorer_meta(storage, rel_dir, hist_len, num_keywords, list(stats.get("keywords") or []))
 
 
+def export_regression(clf: Any, cfg: TrainConfig, stats: dict[str, Any], storage: Storage, rel_dir: str) -> None:
+    """The fitted logistic-regression baseline as a SavedModel beside DIN's (same signature)."""
+    from app.train.baselines import logistic_regression_model
+
+    hist_len, num_keywords = int(stats["hist_len"]), int(stats["num_keywords"])
+    model = logistic_regression_model(clf, num_keywords, hist_len, cfg.model.age_vocab, cfg.model.gender_vocab)
+    export_saved_model(model, storage.uri(rel_dir, SAVED_MODEL), hist_len)
+    write_scorer_meta(storage, rel_dir, hist_len, num_keywords, list(stats.get("keywords") or []))
+
+
 def evaluate_and_gate(
     cfg: TrainConfig,
     storage: Storage,
@@ -43,23 +53,28 @@ def evaluate_and_gate(
     stats: dict[str, Any],
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate an exported version, write metrics.json, run the gate; returns the summary."""
+    """Evaluate an exported version against its baselines, write metrics.json, export the
+    regression, run the gate; returns the summary."""
     from app.train.evaluate import evaluate, model_batch
-    from app.train.gate import apply_gate
+    from app.train.gate import LR, POPULARITY, apply_gate, scorer_dir
     from app.train.metrics import auc
 
     rel = model_dir(cfg.name, version)
     scorer = BatchScorer.load(storage.uri(rel))
-    metrics, test = evaluate(
+    metrics, test, fitted = evaluate(
         scorer, storage, cfg.samples_run, stats, cfg.evaluation.lr_max_rows, cfg.evaluation.oracle, cfg.seed
     )
     metrics.update(version=version, **(extra or {}))
     storage.write_json(posixpath.join(rel, METRICS_FILE), metrics)
-    new_auc = metrics["models"]["din"]["auc"]
+    if fitted.get(LR) is not None:
+        export_regression(fitted[LR], cfg, stats, storage, scorer_dir(cfg.name, version, LR))
+    models = metrics["models"]
+    baselines = {k: models[k]["auc"] for k in (LR, POPULARITY) if k in models}
+    new_auc = models["din"]["auc"]
     info = {
         "path": rel,
         "test_auc": new_auc,
-        "test_gauc": metrics["models"]["din"]["gauc"],
+        "test_gauc": models["din"]["gauc"],
         "test_fingerprint": metrics["test_fingerprint"],
         "samples_run": cfg.samples_run,
     }
@@ -71,6 +86,7 @@ def evaluate_and_gate(
         lambda current: auc(test["label"], current.score(model_batch(test))),
         info,
         cfg.evaluation.min_improvement,
+        baselines=baselines,
     )
     return {"version": version, "path": rel, "metrics": metrics, "gate": decision.to_dict()}
 

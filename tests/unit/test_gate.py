@@ -28,6 +28,30 @@ def test_decide(new, cur_version, cur_auc, margin, promote):
     assert d.current_auc == cur_auc
 
 
+@pytest.mark.parametrize(
+    "din, lr, pop, current, scorer, promote",
+    [
+        (0.70, 0.69, 0.60, None, "din", True),  # DIN beats both baselines
+        (0.645, 0.643, 0.62, None, "din", True),
+        (0.643, 0.643, 0.62, None, "logistic_regression", True),  # a tie does not beat LR
+        (0.424, 0.660, 0.547, None, "logistic_regression", True),  # the real-data failure: LR serves
+        (0.424, 0.500, 0.547, None, None, False),  # nothing beats popularity: nothing published
+        (0.60, None, 0.65, None, None, False),  # no regression and DIN below popularity
+        (0.70, 0.69, 0.60, 0.72, "din", False),  # beats its baselines, not the current model
+        (0.60, 0.66, 0.55, 0.65, "logistic_regression", True),  # LR beats the current model
+    ],
+)
+def test_gate_never_promotes_a_model_its_baselines_beat(din, lr, pop, current, scorer, promote):
+    baselines = {"popularity": pop, **({} if lr is None else {"logistic_regression": lr})}
+    d = decide("v1", din, None if current is None else "v0", current, 0.0, baselines)
+    assert (d.scorer, d.promote) == (scorer, promote), d.reason
+    if scorer == "logistic_regression":
+        assert "does not beat" in d.reason and "serves instead" in d.reason
+        assert d.scorer_auc == lr
+    if scorer is None:
+        assert "cannot tell users apart" in d.reason
+
+
 class FakeScorer:
     def __init__(self, auc):
         self.auc = auc
@@ -61,7 +85,7 @@ def test_gate_promotes_better_refuses_worse_and_stores_both_numbers(storage, cap
     assert entry["gate"]["promote"] is False and entry["gate"]["current_auc"] == 0.75
     assert storage.read_json("models/din/v3/gate.json")["new_auc"] == 0.72
     out = caplog.text
-    assert "v3 REFUSED: new AUC 0.7200 vs current v2 AUC 0.7500" in out
+    assert "din v3 REFUSED (scorer din)" in out and "0.7200 does not beat current 0.7500" in out
 
 
 def test_gate_falls_back_to_stored_auc_only_for_the_same_test_set(storage):
@@ -83,3 +107,13 @@ def test_gate_falls_back_to_stored_auc_only_for_the_same_test_set(storage):
         storage, "din", "v3", 0.78, lambda s: s.auc, {"test_fingerprint": "B"}, load_scorer=load
     )
     assert other.promote and other.current_auc is None
+
+
+def test_gate_registers_the_regression_path_when_it_serves(storage):
+    d = apply_gate(storage, "din", "v1", 0.42, lambda s: s.auc, {"test_fingerprint": "A"},
+                   load_scorer=_fake_loader({}), baselines={"logistic_regression": 0.66, "popularity": 0.55})
+    assert d.promote and d.scorer == "logistic_regression"
+    version, info = Registry(storage).current_model("din")
+    assert version == "v1" and info["path"] == "models/din/v1/logistic_regression"
+    assert info["scorer"] == "logistic_regression" and info["test_auc"] == 0.66 and info["din_auc"] == 0.42
+    assert storage.read_json("models/din/v1/gate.json")["baselines"]["popularity"] == 0.55
