@@ -23,8 +23,8 @@ import numpy as np
 
 from app import constants as C
 from app.storage import Storage
-from app.train.din import MODEL_FEATURES
 from app.train.baselines import baseline_features, fit_logistic_regression, popularity_scores
+from app.train.din import MODEL_FEATURES
 from app.train.input import load_arrays, make_dataset, split_files
 from app.train.metrics import click_metrics, paired_auc_difference
 
