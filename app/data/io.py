@@ -219,6 +219,13 @@ def write_parquet(table: pa.Table | list[pa.Table], path: str, fs: pafs.FileSyst
             writer.write_table(t, row_group_size=max(t.num_rows, 1))
 
 
+def quarantine_schema(columns: list[str]) -> pa.Schema:
+    """The one schema of ``tables/quarantine/<stage>`` for a stage that reads raw ``columns``: each
+    column as a string, then ``reason``, whatever the row was rejected for (so the table reads back
+    as one dataset without nulled columns)."""
+    return pa.schema([(c, pa.string()) for c in columns] + [(C.REASON, pa.string())])
+
+
 class StageReport:
     """Rows in / out / quarantined by reason and wall time of one stage, written to reports/."""
 

@@ -1,11 +1,16 @@
 """End to end under a local Ray: quarantine counts equal the injected dirt, re-runs are idempotent."""
 
+from collections import Counter
+
 import numpy as np
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
 from app import constants as C
 from app.config import load_config
 from app.data.config import DataConfig
+from app.data.io import quarantine_schema
 from app.data.pipeline import run_pipeline
 from app.data.tfrecord import read_samples
 from app.errors import SchemaError
@@ -137,3 +142,48 @@ def test_fused_output_dropped_when_an_older_partition_would_be_read(generated_ro
     assert "written_by" not in rep["trainready"] and "written_by" not in rep["samples"]
     assert rep["trainready"]["rows_in"] == logs_before  # the stale day's rows were read
     assert stale_rows > 0 and not storage.list_files("_staging")
+
+
+# ---------------------------------------------------------------- raw input forms and quarantine
+RAW_COLUMNS = {"persona": C.PERSONA_COLUMNS, "showlog": C.SHOWLOG_COLUMNS, "clicklog": C.CLICKLOG_COLUMNS}
+STAGE_REPORT = {"persona": "persona", "showlog": "clean_showlog", "clicklog": "clean_clicklog"}
+
+
+def _quarantine_is_one_dataset(storage, cfg, stage):
+    """``tables/quarantine/<stage>`` read back as one dataset: every file has the stage's raw
+    columns + reason, every row is one of the raw input's rows (a nulled column would not be),
+    and the counts by reason are the stage report's."""
+    columns = RAW_COLUMNS[stage]
+    files = storage.list_files(f"{C.T_QUARANTINE}/{stage}", suffix=".parquet")
+    assert files and all(pq.read_schema(f) == quarantine_schema(columns) for f in files)
+    table = pads.dataset(storage.path(C.T_QUARANTINE, stage), format="parquet").to_table()
+    assert table.schema == quarantine_schema(columns)
+    report = storage.read_json(f"reports/{STAGE_REPORT[stage]}.json")
+    assert dict(Counter(table[C.REASON].to_pylist())) == report["quarantined"]
+    rows = storage.read_table(getattr(cfg.raw, stage), columns=columns)
+
+    def multiset(t):
+        return Counter(zip(*[t[c].to_pylist() for c in columns], strict=True))
+
+    assert not multiset(table) - multiset(rows)  # each row a raw row, copies counted
+    return table
+
+
+def test_quarantine_reads_back_as_one_dataset(generated_root):
+    """Duplicates used to be quarantined with the cleaned columns and early rejects with the raw
+    ones, so reading the show log's quarantine as one dataset nulled one kind's columns."""
+    import ray
+
+    storage = Storage(generated_root)
+    cfg = load_config(DataConfig, "configs/smoke/data.yaml")
+    for stage in RAW_COLUMNS:
+        table = _quarantine_is_one_dataset(storage, cfg, stage)
+        assert table.num_rows > 0
+    shows = ray.data.read_parquet(storage.path(C.T_QUARANTINE, "showlog")).to_pandas()
+    dup = shows[shows[C.REASON] == "duplicate"]
+    assert len(dup) == storage.read_json("reports/clean_showlog.json")["quarantined"]["duplicate"]
+    assert not dup[C.SHOWLOG_COLUMNS].isna().any().any()  # every raw field of a duplicate is there
+    orphans = pads.dataset(storage.path(C.T_QUARANTINE, "trainready"), format="parquet").to_table()
+    assert set(orphans[C.REASON].to_pylist()) == {"click_without_show"}
+    assert sum(orphans["clicks"].to_pylist()) == storage.read_json("reports/trainready.json")["quarantined"][
+        "click_without_show"]
