@@ -47,19 +47,10 @@ import pyarrow.parquet as pq
 from app import constants as C
 from app.data import samples, trainready
 from app.data.config import DataConfig, TrainReadyConfig
-from app.data.io import (
-    StageReport,
-    input_files,
-    map_tasks,
-    pack_units,
-    quarantine_schema,
-    read_input,
-    read_unit,
-    row_group_units,
-    write_parquet,
-)
+from app.data.io import StageReport, map_tasks, pack_units, quarantine_schema, read_unit, write_parquet
 from app.data.keywords import load_keywords
 from app.data.persona import load_persona
+from app.data.raw_input import MALFORMED, log_inputs, read_input
 from app.data.transforms import (
     StringIndex,
     as_dictionary,
@@ -524,15 +515,17 @@ def run(cfg: DataConfig, storage: Storage, fuse: tuple[str, ...] = ()) -> dict[s
     unify_report = StageReport("unify")
     lookups_ref = ray.put(build_lookups(storage, cfg))
     logs, units = {}, []
+    inputs = log_inputs(storage, cfg.raw, {log: (LOG_RAW_COLUMNS[log], time_col) for log, (time_col, _d) in LOGS.items()})
     for log, (time_col, _dest) in LOGS.items():
         columns = LOG_RAW_COLUMNS[log]
-        files = input_files(storage, log, getattr(cfg.raw, log), columns)
         logs[log] = {
-            "columns": columns, "time_col": time_col, "files": len(files),
+            "columns": columns, "time_col": time_col, "files": inputs[log].files,
             "staging": storage.new_staging(f"{log}-clean"), "final": storage.new_staging(f"{log}-final"),
             "qstaging": storage.new_staging(f"{log}-quarantine"),
         }
-        units += pack_units([{**u, "log": log} for u in row_group_units(files)], MIN_TASK_ROWS)
+        units += pack_units([{**u, "log": log} for u in inputs[log].units], MIN_TASK_ROWS)
+        for i, path in enumerate(inputs[log].malformed_files):  # malformed CSV lines, quarantine rows already
+            storage.fs.copy_file(path, storage.path(logs[log]["qstaging"], f"malformed-{i:05d}.parquet"))
     logs_final = storage.new_staging("logs")
     stats = map_tasks(units, clean_block, {"lookups_ref": [lookups_ref], "logs": logs, "root": storage.root,
                                            "day_range": day_bounds(cfg)})
@@ -552,14 +545,17 @@ def run(cfg: DataConfig, storage: Storage, fuse: tuple[str, ...] = ()) -> dict[s
                            storage.path(logs[log]["qstaging"], "empty.parquet"), filesystem=storage.fs)
         storage.commit_replace(logs[log]["qstaging"], f"{C.T_QUARANTINE}/{log}")
         rep = reports[log]
-        rep.rows_in = int(totals.get((log, "rows_in"), 0))
+        rep.rows_in = int(totals.get((log, "rows_in"), 0)) + inputs[log].malformed
         rep.rows_out = int(done[f"{log}_rows_out"].sum())
+        rep.add_quarantine({MALFORMED: inputs[log].malformed})
         rep.add_quarantine({r: totals.get((log, r), 0) for r in REASONS})
         rep.add_quarantine({"duplicate": int(done[f"{log}_duplicate"].sum())})
-        rep.extra = {"partitions": len(leaves), "input_files": logs[log]["files"],
+        rep.extra = {"partitions": len(leaves), "input_files": logs[log]["files"], "input_format": inputs[log].format,
                      # both logs together (one run): task seconds of step 1 and of step 2 (own part)
                      "task_seconds": {"clean": round(clean_task_s, 3),
                                       "dedup_write": round(float(done["seconds"].sum()), 3)}}
+        if inputs[log].format == "csv":
+            rep.extra["csv_conversion_seconds"] = inputs[log].conversion_seconds
         out[log] = rep.finish(storage)
     leaves = storage.commit_partitions(logs_final, C.T_LOGS)
     unify_report.rows_in = out["showlog"]["rows_out"] + out["clicklog"]["rows_out"]
