@@ -12,11 +12,11 @@ file names unless the config sets it). Then:
   files' paths, sizes and modification times, so a changed input is converted again and an
   unchanged one is reused by every later stage and run. The stages then read the converted row
   groups on the same path as Parquet input (dictionary-coded columns, one task per row group),
-  so CSV costs the conversion and nothing after it. **Small CSV tables** are read whole.
+  so what CSV adds is the conversion (BENCHMARKS.md). **Small CSV tables** are read whole.
 - **CSV rules**: a header row is required (extra columns are ignored); every column is read as a
   string; an empty field, quoted or not, is a missing value; a line whose number of fields differs
   from the header's is a ``malformed_line``. Its fields are kept under the header's column names
-  (fields beyond the header joined onto the last column with the delimiter, missing ones empty)
+  (fields beyond the header joined onto the last column with the delimiter, missing ones null)
   and it goes to the stage's quarantine like any other rejected row (logs, persona); in the keyword
   and slot tables, the whitelists every log row is checked against, it is an error naming the file.
 """

@@ -217,3 +217,26 @@ def test_raw_config_accepts_paths_and_mappings():
     for bad in ("raw.showlog.format=json", "raw.showlog.delimiter=ab", "raw.weblog=x"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             load_config(DataConfig, None, [bad])
+
+
+@pytest.mark.parametrize(
+    ("data", "expect"),
+    [
+        (b"did,gender_new_dev,forecast_age_dev\nu1,0,3\n\xff\xfe,1,2\n", "invalid UTF8"),
+        (b"", "Empty CSV file"),
+        (b'did,gender_new_dev,forecast_age_dev\nu1,0,3\n"u2,1,2\nu3,1,2\n', ["u2,1,2\nu3,1,2"]),  # quote left open
+        (b"did,gender_new_dev,forecast_age_dev\n", []),  # a header and no rows: an empty table
+    ],
+)
+def test_unreadable_csv_named_and_open_quote_malformed(storage, data, expect):
+    storage.makedirs("raw")
+    with open(storage.path("raw/p.csv"), "wb") as f:
+        f.write(data)
+    spec = RawTable(path="raw/p.csv")
+    if isinstance(expect, str):
+        with pytest.raises(SchemaError, match=rf"'persona'.*p\.csv.*not a readable CSV file.*{expect}"):
+            read_input_rows(storage, "persona", spec, COLS)
+        return
+    rows, bad = read_input_rows(storage, "persona", spec, COLS)
+    assert rows[C.DID].to_pylist() == (["u1"] if data.count(b"\n") > 1 else [])
+    assert bad[C.DID].to_pylist() == expect and set(bad[C.REASON].to_pylist()) <= {MALFORMED}
