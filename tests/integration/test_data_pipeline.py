@@ -20,6 +20,7 @@ from app.data.io import quarantine_schema
 from app.data.pipeline import run_pipeline
 from app.data.raw_input import read_input_rows
 from app.data.tfrecord import read_samples
+from app.data.trainready import ORPHAN_SCHEMA
 from app.errors import SchemaError
 from app.storage import Storage
 
@@ -191,7 +192,7 @@ def test_quarantine_reads_back_as_one_dataset(generated_root):
     assert len(dup) == storage.read_json("reports/clean_showlog.json")["quarantined"]["duplicate"]
     assert not dup[C.SHOWLOG_COLUMNS].isna().any().any()  # every raw field of a duplicate is there
     orphans = pads.dataset(storage.path(C.T_QUARANTINE, "trainready"), format="parquet").to_table()
-    assert set(orphans[C.REASON].to_pylist()) == {"click_without_show"}
+    assert orphans.schema == ORPHAN_SCHEMA and set(orphans[C.REASON].to_pylist()) == {"click_without_show"}
     assert sum(orphans["clicks"].to_pylist()) == storage.read_json("reports/trainready.json")["quarantined"][
         "click_without_show"]
 

@@ -266,3 +266,16 @@ print(plain, faults(False))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     plain, kept = map(int, out.stdout.split())
     assert kept * 10 < plain, (plain, kept)  # freshly mapped pages each time vs reused heap
+
+
+def test_empty_quarantines_read_back_with_their_schema(storage):
+    """A stage that quarantined nothing still leaves a table that reads as one (empty) dataset."""
+    import pyarrow.dataset as pads
+
+    from app.data import trainready
+    from app.data.io import StageReport
+
+    staging = trainready.new_staging(storage)
+    trainready.commit(storage, staging, dict.fromkeys(trainready.COUNTERS, 0), StageReport("trainready"))
+    table = pads.dataset(storage.path(C.T_QUARANTINE, "trainready"), format="parquet").to_table()
+    assert table.num_rows == 0 and table.schema == trainready.ORPHAN_SCHEMA
