@@ -47,18 +47,10 @@ import pyarrow.parquet as pq
 from app import constants as C
 from app.data import samples, trainready
 from app.data.config import DataConfig, TrainReadyConfig
-from app.data.io import (
-    StageReport,
-    input_files,
-    map_tasks,
-    pack_units,
-    read_input,
-    read_unit,
-    row_group_units,
-    write_parquet,
-)
+from app.data.io import StageReport, map_tasks, pack_units, quarantine_schema, read_unit, write_parquet
 from app.data.keywords import load_keywords
 from app.data.persona import load_persona
+from app.data.raw_input import MALFORMED, log_inputs, read_input
 from app.data.transforms import (
     StringIndex,
     as_dictionary,
@@ -87,6 +79,10 @@ NEWEST = "newest_secs"
 TASK_MS = "task_ms"
 #: the columns of a (day, did_bucket) partition file (partition values live in the path)
 BODY_COLUMNS = [c for c in C.CLEAN_LOG_COLUMNS if c not in (C.DAY, C.DID_BUCKET)]
+#: raw column -> the cleaned column that holds its value unchanged (the timestamp: ACTION_TIME)
+RAW_FROM_CLEAN = {C.DID: C.DID, C.ADV_ID: C.ADV_ID, C.ADV_TYPE: C.MEDIA, C.SLOT_ID: C.SLOT_ID,
+                  C.SPREAD_APP_ID: C.SPREAD_APP_ID, C.DEVICE_NAME: C.DEVICE_NAME, C.NET_TYPE: C.NET_TYPE,
+                  C.ADV_BILL_MODE_CD: C.PRICE_MODEL}
 
 
 def build_lookups(storage: Storage, cfg: DataConfig) -> dict[str, pa.Table]:
@@ -209,7 +205,7 @@ def clean_table(
     quarantine = quarantine.cast(pa.schema([(c, pa.string()) for c in quarantine.column_names]))
     quarantine = quarantine.append_column(
         C.REASON, pa.array(np.array(REASONS, dtype=object)[reason[rejected] - 1], pa.string())
-    )
+    )  # the stage's quarantine schema (raw columns + reason), as duplicate_quarantine's rows
 
     rows = np.flatnonzero(free)
     if by_bucket_day and len(rows):
@@ -404,6 +400,15 @@ def _plain(table: pa.Table) -> pa.Table:
                                  for f in table.schema]))
 
 
+def duplicate_quarantine(extra: pa.Table, columns: list[str], time_col: str) -> pa.Table:
+    """Quarantine rows of a log's extra duplicate copies (cleaned rows): the raw ``columns`` they
+    were cleaned from (values unchanged, :data:`RAW_FROM_CLEAN`) + reason ``duplicate``, so every
+    row of the log's quarantine has one schema. Pure."""
+    raw = pa.table({c: extra[C.ACTION_TIME if c == time_col else RAW_FROM_CLEAN[c]] for c in columns})
+    raw = _plain(raw).append_column(C.REASON, pa.array(["duplicate"] * extra.num_rows, pa.string()))
+    return raw.cast(quarantine_schema(columns))
+
+
 def finish_bucket(batch: dict, root: str, logs: dict, logs_final: str, interval: int,
                   downstream: dict | None = None) -> dict:
     """Ray Data task for did_buckets: per day, dedup each log's staged rows, then write the
@@ -442,10 +447,7 @@ def finish_bucket(batch: dict, root: str, logs: dict, logs_final: str, interval:
                 table, extra = dedup_partition(table, DEDUP_KEY, table[HASH].to_numpy())
                 n_extra = extra.num_rows
                 if n_extra:
-                    q = _plain(extra.select(BODY_COLUMNS))
-                    q = q.append_column(C.DAY, pa.array([day] * n_extra, pa.string()))
-                    q = q.append_column(C.DID_BUCKET, pa.array(np.full(n_extra, bucket, np.int32)))
-                    dups[log].append(q.append_column(C.REASON, pa.array(["duplicate"] * n_extra, pa.string())))
+                    dups[log].append(duplicate_quarantine(extra, logs[log]["columns"], logs[log]["time_col"]))
                 storage.makedirs(logs[log]["final"], part)
                 write_parquet(table.select(BODY_COLUMNS), storage.path(logs[log]["final"], part, "part-0.parquet"),
                               storage.fs)
@@ -513,15 +515,17 @@ def run(cfg: DataConfig, storage: Storage, fuse: tuple[str, ...] = ()) -> dict[s
     unify_report = StageReport("unify")
     lookups_ref = ray.put(build_lookups(storage, cfg))
     logs, units = {}, []
+    inputs = log_inputs(storage, cfg.raw, {log: (LOG_RAW_COLUMNS[log], time_col) for log, (time_col, _d) in LOGS.items()})
     for log, (time_col, _dest) in LOGS.items():
         columns = LOG_RAW_COLUMNS[log]
-        files = input_files(storage, log, getattr(cfg.raw, log), columns)
         logs[log] = {
-            "columns": columns, "time_col": time_col, "files": len(files),
+            "columns": columns, "time_col": time_col, "files": inputs[log].files,
             "staging": storage.new_staging(f"{log}-clean"), "final": storage.new_staging(f"{log}-final"),
             "qstaging": storage.new_staging(f"{log}-quarantine"),
         }
-        units += pack_units([{**u, "log": log} for u in row_group_units(files)], MIN_TASK_ROWS)
+        units += pack_units([{**u, "log": log} for u in inputs[log].units], MIN_TASK_ROWS)
+        for i, path in enumerate(inputs[log].malformed_files):  # malformed CSV lines, quarantine rows already
+            storage.fs.copy_file(path, storage.path(logs[log]["qstaging"], f"malformed-{i:05d}.parquet"))
     logs_final = storage.new_staging("logs")
     stats = map_tasks(units, clean_block, {"lookups_ref": [lookups_ref], "logs": logs, "root": storage.root,
                                            "day_range": day_bounds(cfg)})
@@ -536,16 +540,22 @@ def run(cfg: DataConfig, storage: Storage, fuse: tuple[str, ...] = ()) -> dict[s
     for log, (_time_col, dest) in LOGS.items():
         leaves = storage.commit_partitions(logs[log]["final"], dest)
         storage.delete(logs[log]["staging"])
+        if not storage.list_files(logs[log]["qstaging"]):  # an empty quarantine still reads as its schema
+            pq.write_table(quarantine_schema(logs[log]["columns"]).empty_table(),
+                           storage.path(logs[log]["qstaging"], "empty.parquet"), filesystem=storage.fs)
         storage.commit_replace(logs[log]["qstaging"], f"{C.T_QUARANTINE}/{log}")
         rep = reports[log]
-        rep.rows_in = int(totals.get((log, "rows_in"), 0))
+        rep.rows_in = int(totals.get((log, "rows_in"), 0)) + inputs[log].malformed
         rep.rows_out = int(done[f"{log}_rows_out"].sum())
+        rep.add_quarantine({MALFORMED: inputs[log].malformed})
         rep.add_quarantine({r: totals.get((log, r), 0) for r in REASONS})
         rep.add_quarantine({"duplicate": int(done[f"{log}_duplicate"].sum())})
-        rep.extra = {"partitions": len(leaves), "input_files": logs[log]["files"],
+        rep.extra = {"partitions": len(leaves), "input_files": logs[log]["files"], "input_format": inputs[log].format,
                      # both logs together (one run): task seconds of step 1 and of step 2 (own part)
                      "task_seconds": {"clean": round(clean_task_s, 3),
                                       "dedup_write": round(float(done["seconds"].sum()), 3)}}
+        if inputs[log].format == "csv":
+            rep.extra["csv_conversion_seconds"] = inputs[log].conversion_seconds
         out[log] = rep.finish(storage)
     leaves = storage.commit_partitions(logs_final, C.T_LOGS)
     unify_report.rows_in = out["showlog"]["rows_out"] + out["clicklog"]["rows_out"]

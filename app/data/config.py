@@ -3,21 +3,51 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from app import constants as C
 from app.config import StrictModel
 
+#: how a raw table is stored; ``auto`` = from the file names (README, "Raw input")
+RawFormat = Literal["auto", "parquet", "csv"]
+
+
+class RawTable(StrictModel):
+    """One raw input table: a Parquet or CSV file, or a directory of them."""
+
+    path: str = Field(min_length=1, description="root-relative path, absolute local path, or a URI (s3://...)")
+    format: RawFormat = "auto"
+    delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter")
+
 
 class RawTables(StrictModel):
-    """Where the raw inputs are: root-relative paths or full URIs."""
+    """Where the raw inputs are. Each table is a path (format inferred from the file names) or a
+    mapping ``{path, format, delimiter}``; a mapping without ``path`` keeps the default path, so
+    ``--set raw.showlog.format=csv`` works on its own."""
 
-    persona: str = C.RAW_PERSONA
-    showlog: str = C.RAW_SHOWLOG
-    clicklog: str = C.RAW_CLICKLOG
-    keyword: str = C.RAW_KEYWORD
-    slot: str = C.RAW_SLOT
+    persona: RawTable = RawTable(path=C.RAW_PERSONA)
+    showlog: RawTable = RawTable(path=C.RAW_SHOWLOG)
+    clicklog: RawTable = RawTable(path=C.RAW_CLICKLOG)
+    keyword: RawTable = RawTable(path=C.RAW_KEYWORD)
+    slot: RawTable = RawTable(path=C.RAW_SLOT)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data):
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if field is None:
+                continue  # refused as an unknown key
+            if isinstance(value, str):
+                out[name] = {"path": value}
+            elif isinstance(value, dict) and "path" not in value:
+                out[name] = {"path": field.default.path, **value}
+        return out
 
 
 class KeywordsConfig(StrictModel):

@@ -1,4 +1,7 @@
-"""Reading raw inputs with clear errors, and the per-stage report."""
+"""Reading Parquet row groups, running a stage's tasks, writing pipeline tables, and the per-stage report.
+
+Where the raw inputs are and how they are read (Parquet or CSV): :mod:`app.data.raw_input`.
+"""
 
 from __future__ import annotations
 
@@ -14,53 +17,7 @@ import pyarrow.parquet as pq
 
 from app import constants as C
 from app.data.transforms import as_dictionary
-from app.errors import SchemaError
 from app.storage import Storage
-
-
-def input_files(storage: Storage, table: str, path: str, columns: list[str]) -> list[str]:
-    """Parquet files of a raw input (root-relative path or URI), schema-checked.
-
-    Raises SchemaError naming the table (and column) when the input is missing or malformed.
-    """
-    if "://" in path:
-        other = Storage(path)
-        files = other.list_files("", suffix=".parquet")
-        fs = other.fs
-        uri = lambda f: f"{path.split('://', 1)[0]}://{f}"  # noqa: E731
-    else:
-        files = storage.list_files(path, suffix=".parquet")
-        fs = storage.fs
-        uri = storage._scheme and (lambda f: f"{storage._scheme}://{f}") or (lambda f: f)
-    if not files:
-        raise SchemaError(f"input table {table!r} not found: no Parquet files under {path!r}")
-    try:
-        schema = pq.read_schema(files[0], filesystem=fs)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise SchemaError(f"input table {table!r}: {files[0]!r} is not a readable Parquet file ({exc})") from exc
-    missing = [c for c in columns if c not in schema.names]
-    if missing:
-        raise SchemaError(f"input table {table!r} lacks column(s) {missing} (has {schema.names})")
-    return [uri(f) for f in files]
-
-
-def read_input(storage: Storage, table: str, path: str, columns: list[str]) -> pa.Table:
-    """A small raw input (persona, keyword, slot tables) read whole, all columns cast to string."""
-    files = input_files(storage, table, path, columns)
-    fs = None if "://" in files[0] else pafs.LocalFileSystem()
-    parts = [pq.read_table(f, columns=columns, filesystem=fs) for f in files]
-    out = pa.concat_tables([p.cast(pa.schema([(c, pa.string()) for c in columns])) for p in parts])
-    return out
-
-
-def row_group_units(files: list[str], fs: pafs.FileSystem | None = None) -> list[dict[str, Any]]:
-    """One work item per Parquet row group, so big input files still spread over many tasks."""
-    units = []
-    for f in files:
-        meta = pq.ParquetFile(f, filesystem=fs).metadata if fs else pq.ParquetFile(f).metadata
-        units += [{"file": f, "row_group": rg, "rows": meta.row_group(rg).num_rows}
-                  for rg in range(meta.num_row_groups)]
-    return units
 
 
 def pack_units(units: list[dict[str, Any]], min_rows: int) -> list[dict[str, Any]]:
@@ -226,6 +183,13 @@ def write_parquet(table: pa.Table | list[pa.Table], path: str, fs: pafs.FileSyst
                           **PARQUET_OPTIONS) as writer:
         for t in tables:
             writer.write_table(t, row_group_size=max(t.num_rows, 1))
+
+
+def quarantine_schema(columns: list[str]) -> pa.Schema:
+    """The one schema of ``tables/quarantine/<stage>`` for a stage that reads raw ``columns``: each
+    column as a string, then ``reason``, whatever the row was rejected for (so the table reads back
+    as one dataset without nulled columns)."""
+    return pa.schema([(c, pa.string()) for c in columns] + [(C.REASON, pa.string())])
 
 
 class StageReport:

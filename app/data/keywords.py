@@ -14,15 +14,8 @@ import pyarrow.compute as pc
 
 from app import constants as C
 from app.data.config import DataConfig
-from app.data.io import (
-    StageReport,
-    input_files,
-    map_tasks,
-    pack_units,
-    read_input,
-    read_unit,
-    row_group_units,
-)
+from app.data.io import StageReport, map_tasks, pack_units, read_unit
+from app.data.raw_input import LogInput, log_inputs, read_input
 from app.errors import SchemaError
 from app.storage import Storage
 
@@ -42,12 +35,10 @@ def _count_apps(batch: dict) -> pa.Table:
     return pa.concat_tables(parts)
 
 
-def app_impressions(storage: Storage, cfg: DataConfig) -> pa.Table:
+def app_impressions(showlog: LogInput) -> pa.Table:
     """Impressions per spread_app_id over the raw show log (Ray Data, one column read)."""
-
-    files = input_files(storage, "showlog", cfg.raw.showlog, C.SHOWLOG_COLUMNS)
     # one column read per row group is quick: a task takes several (task scheduling costs more)
-    counts = map_tasks(pack_units(row_group_units(files), 2_000_000), _count_apps, {})
+    counts = map_tasks(pack_units(showlog.units, 2_000_000), _count_apps, {})
     if not len(counts):
         return pa.table({C.SPREAD_APP_ID: pa.array([], pa.string()), "n": pa.array([], pa.int64())})
     allc = pa.Table.from_pandas(counts, preserve_index=False)
@@ -68,12 +59,13 @@ def run(cfg: DataConfig, storage: Storage) -> dict:
     report = StageReport("keywords")
     kw_table = read_input(storage, "keyword", cfg.raw.keyword, C.KEYWORD_TABLE_COLUMNS)
     kw_table = kw_table.filter(pc.is_valid(kw_table[C.KEYWORD]))
-    imps = app_impressions(storage, cfg)
+    showlog = log_inputs(storage, cfg.raw, {"showlog": (C.SHOWLOG_COLUMNS, C.SHOW_TIME)})["showlog"]
+    imps = app_impressions(showlog)
     joined = imps.join(kw_table, C.SPREAD_APP_ID, join_type="inner")
     per_kw = joined.group_by(C.KEYWORD).aggregate([("n", "sum")]).rename_columns([C.KEYWORD, C.IMPRESSIONS])
     all_keywords = sorted(set(kw_table[C.KEYWORD].to_pylist()))
     if not all_keywords:
-        raise SchemaError(f"input table 'keyword' ({cfg.raw.keyword}) has no keywords")
+        raise SchemaError(f"input table 'keyword' ({cfg.raw.keyword.path}) has no keywords")
     imp_map = dict(zip(per_kw[C.KEYWORD].to_pylist(), per_kw[C.IMPRESSIONS].to_pylist(), strict=True))
     total = max(sum(imp_map.values()), 1)
     previous: dict[str, int] = {}
@@ -98,6 +90,8 @@ def run(cfg: DataConfig, storage: Storage) -> dict:
     report.rows_in = int(sum(imp_map.values()))
     report.rows_out = int(kept.sum())
     report.extra = {"keywords": len(names), "kept": int(kept.sum()), "threshold": cfg.keywords.keyword_threshold}
+    if showlog.format == "csv":
+        report.extra["showlog_csv_conversion_seconds"] = showlog.conversion_seconds
     return report.finish(storage)
 
 

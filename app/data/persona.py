@@ -12,7 +12,8 @@ import pyarrow.compute as pc
 
 from app import constants as C
 from app.data.config import DataConfig
-from app.data.io import StageReport, read_input
+from app.data.io import StageReport
+from app.data.raw_input import read_input_rows
 from app.data.transforms import did_bucket
 from app.storage import Storage
 
@@ -47,16 +48,18 @@ def clean_persona(raw: pa.Table, num_buckets: int) -> tuple[pa.Table, pa.Table]:
 
 def run(cfg: DataConfig, storage: Storage) -> dict:
     report = StageReport("persona")
-    raw = read_input(storage, "persona", cfg.raw.persona, C.PERSONA_COLUMNS)
-    clean, quarantine = clean_persona(raw, cfg.did_bucket_num)
+    raw, malformed = read_input_rows(storage, "persona", cfg.raw.persona, C.PERSONA_COLUMNS)
+    clean, rejected = clean_persona(raw, cfg.did_bucket_num)
+    # one schema for every row: the raw columns as strings, then the reason (malformed CSV lines too)
+    quarantine = pa.concat_tables([rejected.cast(malformed.schema), malformed])
     storage.write_table(C.T_PERSONA, clean, partition_cols=[C.DID_BUCKET])
     storage.write_table(f"{C.T_QUARANTINE}/persona", quarantine)
-    report.rows_in = raw.num_rows
+    report.rows_in = raw.num_rows + malformed.num_rows
     report.rows_out = clean.num_rows
     counts = pc.value_counts(quarantine[C.REASON]).to_pylist() if quarantine.num_rows else []
     report.add_quarantine({c["values"]: c["counts"] for c in counts})
     report.extra = {
-        "duplicate_rows_merged": raw.num_rows - quarantine.num_rows - clean.num_rows,
+        "duplicate_rows_merged": raw.num_rows - rejected.num_rows - clean.num_rows,
         "conflicting_dids": int(len(set(quarantine.filter(pc.equal(quarantine[C.REASON], "conflicting_persona"))[C.DID].to_pylist()))),
     }
     return report.finish(storage)

@@ -30,6 +30,9 @@ from app.data.transforms import as_dictionary
 from app.storage import Storage
 
 READ_COLUMNS = [C.DID, C.IS_CLICK, C.KEYWORD_INDEX, C.INTERVAL_STARTING_TIME, C.GENDER, C.AGE]
+#: ``tables/quarantine/trainready``: one row per (user, interval, keyword) group of clicks without a show
+ORPHAN_SCHEMA = pa.schema([(C.DID, pa.string()), (C.INTERVAL_STARTING_TIME, pa.int64()),
+                           (C.KEYWORD_INDEX, pa.int32()), ("clicks", pa.int64()), (C.REASON, pa.string())])
 
 
 def _lists(offsets: np.ndarray, values: pa.Array) -> pa.Array:
@@ -185,7 +188,7 @@ def stage_bucket(storage: Storage, logs: pa.Table, bucket: int, final: str, qsta
     write_parquet(table, storage.path(final, part, "part-0.parquet"), storage.fs, flat=False)
     if orphans.num_rows:
         pq.write_table(
-            orphans.append_column(C.REASON, pa.array(["click_without_show"] * orphans.num_rows)),
+            orphans.append_column(C.REASON, pa.array(["click_without_show"] * orphans.num_rows)).cast(ORPHAN_SCHEMA),
             storage.path(qstaging, f"b{bucket}.parquet"), filesystem=storage.fs,
         )
     newest = pc.max(pc.list_flatten(table[C.INTERVAL_STARTING_TIME])).as_py()
@@ -226,6 +229,9 @@ def new_staging(storage: Storage) -> dict[str, str]:
 def commit(storage: Storage, staging: dict[str, str], totals: dict[str, int], report: StageReport) -> dict:
     """Swap the staged train-ready partitions and quarantine in; write the stage report."""
     storage.commit_partitions(staging["final"], C.T_TRAINREADY)
+    if not storage.list_files(staging["qstaging"]):  # an empty quarantine still reads as its schema
+        pq.write_table(ORPHAN_SCHEMA.empty_table(), storage.path(staging["qstaging"], "empty.parquet"),
+                       filesystem=storage.fs)
     storage.commit_replace(staging["qstaging"], f"{C.T_QUARANTINE}/trainready")
     report.rows_in = int(totals["rows_in"])
     report.rows_out = int(totals["users"])

@@ -2,10 +2,19 @@
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from app import constants as C
-from app.data.clean_logs import Lookups, clean_batch, clean_table, dedup_partition, duplicate_rows
+from app.data.clean_logs import (
+    Lookups,
+    clean_batch,
+    clean_table,
+    dedup_partition,
+    duplicate_quarantine,
+    duplicate_rows,
+)
 from app.data.config import TrainReadyConfig
+from app.data.io import quarantine_schema
 from app.data.persona import clean_persona
 from app.data.trainready import build_trainready
 from app.data.unify import unify_tables
@@ -55,6 +64,31 @@ def test_clean_batch_reasons_in_order():
     assert row[C.MEDIA_CATEGORY] == "Huawei Video" and row[C.KEYWORD] == "video" and row[C.KEYWORD_INDEX] == 1
     assert (row[C.GENDER], row[C.AGE], row[C.DID_BUCKET], row[C.DAY]) == (1, 4, 3, "2020-01-07")
     assert clean.column_names == C.CLEAN_LOG_COLUMNS
+
+
+def test_duplicates_and_early_rejects_share_the_log_quarantine_schema():
+    """Duplicates are found among cleaned rows; their quarantine rows are the raw columns they were
+    cleaned from, so a log's quarantine is one table (it held two schemas, and reading it as one
+    dataset nulled the columns of one kind)."""
+    lookups = Lookups({
+        "slots": pa.table({C.SLOT_ID: ["s1"], C.MEDIA_CATEGORY: ["m"]}),
+        "apps": pa.table({C.SPREAD_APP_ID: ["a1"], C.KEYWORD: ["k"], C.KEYWORD_INDEX: pa.array([1], pa.int32()),
+                          "kept": [True]}),
+        "persona": pa.table({C.DID: ["u1"], C.GENDER: pa.array([1], pa.int32()), C.AGE: pa.array([2], pa.int32()),
+                             C.DID_BUCKET: pa.array([0], pa.int32())}),
+    })
+    n = 3
+    raw = pa.table({C.DID: ["u1", "u1", "u1"], C.ADV_ID: ["x1", "x2", "x3"], C.ADV_TYPE: ["native"] * n,
+                    C.SLOT_ID: ["s1", "s1", "s9"], C.SPREAD_APP_ID: ["a1"] * n, C.DEVICE_NAME: ["d"] * n,
+                    C.NET_TYPE: ["4G"] * n, C.ADV_BILL_MODE_CD: ["CPC"] * n,
+                    C.CLICK_TIME: ["2020-01-07 16:22:18.1", "2020-01-07 16:22:19", "2020-01-07 16:22:20"]})
+    raw = pa.table({c: pc.dictionary_encode(raw[c]) if c != C.CLICK_TIME else raw[c] for c in raw.column_names})
+    clean, early, _counts = clean_table(raw, C.CLICK_TIME, lookups)
+    dups = duplicate_quarantine(clean.slice(1, 1), C.CLICKLOG_COLUMNS, C.CLICK_TIME)
+    assert early.schema == dups.schema == quarantine_schema(C.CLICKLOG_COLUMNS)
+    assert early[C.REASON].to_pylist() == ["unknown_slot"] and dups[C.REASON].to_pylist() == ["duplicate"]
+    raw_row = raw.slice(1, 1).to_pylist()[0]  # the raw values, under their raw names again
+    assert {c: v for c, v in dups.to_pylist()[0].items() if c != C.REASON} == raw_row
 
 
 def test_clean_rows_of_a_bucket_share_that_buckets_did_dictionary():
@@ -232,3 +266,16 @@ print(plain, faults(False))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     plain, kept = map(int, out.stdout.split())
     assert kept * 10 < plain, (plain, kept)  # freshly mapped pages each time vs reused heap
+
+
+def test_empty_quarantines_read_back_with_their_schema(storage):
+    """A stage that quarantined nothing still leaves a table that reads as one (empty) dataset."""
+    import pyarrow.dataset as pads
+
+    from app.data import trainready
+    from app.data.io import StageReport
+
+    staging = trainready.new_staging(storage)
+    trainready.commit(storage, staging, dict.fromkeys(trainready.COUNTERS, 0), StageReport("trainready"))
+    table = pads.dataset(storage.path(C.T_QUARANTINE, "trainready"), format="parquet").to_table()
+    assert table.num_rows == 0 and table.schema == trainready.ORPHAN_SCHEMA
