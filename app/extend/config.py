@@ -40,6 +40,8 @@ class ValidationConfig(StrictModel):
     keywords: list[str] | None = Field(None, description="None = the most clicked keywords")
     num_keywords: int = Field(3, ge=1)
     seed_sizes: list[int] = [100, 1000, 10000]
+    #: independent seed draws per (keyword, seed size), pooled: more draws, narrower intervals
+    repeats: int = Field(1, ge=1)
     extension_factors: list[int] = [1, 3, 5, 9]
     strategies: list[Literal["din", "jsd"]] = ["din", "jsd"]
     bootstrap: int = Field(500, ge=50)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,20 +42,34 @@ def epoch(day: dt.date) -> int:
     return int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp())
 
 
+def pooled_ratio_ci(a_parts: list[np.ndarray], b_parts: list[np.ndarray], reps: int,
+                    rng: np.random.Generator, chunk: int = 50) -> tuple[float, float, float]:
+    """sum_r mean(a_r) / sum_r mean(b_r) and its percentile 95% CI.
+
+    Each draw r (a seed set's audience ``a_r`` and the baseline ``b_r`` it is compared with) is
+    resampled on its own, users with replacement, and the ratio of the summed means taken: one
+    bootstrap over draws of the same design. An unbounded interval (a resample with no baseline
+    clicks) has an infinite upper end.
+    """
+    a_parts = [np.asarray(a, np.float64) for a in a_parts]
+    b_parts = [np.asarray(b, np.float64) for b in b_parts]
+    num = sum(a.mean() for a in a_parts)
+    den = sum(b.mean() for b in b_parts)
+    point = num / den if den > 0 else float("inf")
+    ratios = []
+    for start in range(0, reps, chunk):
+        n = min(chunk, reps - start)
+        ma = sum(a[rng.integers(0, a.size, size=(n, a.size))].mean(axis=1) for a in a_parts)
+        mb = sum(b[rng.integers(0, b.size, size=(n, b.size))].mean(axis=1) for b in b_parts)
+        ratios.append(np.where(mb > 0, ma / np.maximum(mb, 1e-300), np.inf))
+    lo, hi = np.quantile(np.concatenate(ratios), [0.025, 0.975], method="inverted_cdf")
+    return float(point), float(lo), float(hi)
+
+
 def bootstrap_ratio_ci(a: np.ndarray, b: np.ndarray, reps: int, rng: np.random.Generator,
                        chunk: int = 50) -> tuple[float, float, float]:
     """mean(a) / mean(b) and its percentile 95% CI, resampling both samples independently."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    point = a.mean() / b.mean() if b.mean() > 0 else float("inf")
-    ratios = []
-    for s in range(0, reps, chunk):
-        n = min(chunk, reps - s)
-        ma = a[rng.integers(0, a.size, size=(n, a.size))].mean(axis=1)
-        mb = b[rng.integers(0, b.size, size=(n, b.size))].mean(axis=1)
-        ratios.append(np.where(mb > 0, ma / np.maximum(mb, 1e-300), np.inf))
-    r = np.concatenate(ratios)
-    lo, hi = np.quantile(r, [0.025, 0.975])
-    return float(point), float(lo), float(hi)
+    return pooled_ratio_ci([a], [b], reps, rng, chunk)
 
 
 def per_user_counts(logs: pa.Table, dids: np.ndarray, keyword: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -103,13 +118,17 @@ def _load_truth(storage: Storage) -> Any:
     return Truth.load(storage)
 
 
-def _set_metrics(name: str, idx: np.ndarray, clicks: np.ndarray, shows: np.ndarray,
-                 segment: np.ndarray | None, target: int | None) -> dict[str, Any]:
-    c, s = int(clicks[idx].sum()), int(shows[idx].sum())
-    out = {"set": name, "users": int(idx.size), "clicks": c, "shows": s,
-           "clicks_per_user": c / max(idx.size, 1), "ctr": c / s if s else None}
+def _set_metrics(name: str, parts: list[np.ndarray], clicks: np.ndarray, shows: np.ndarray,
+                 segment: np.ndarray | None, targets: list[int | None]) -> dict[str, Any]:
+    """Clicks, shows, CTR (and precision against the planted segment) of a set over the draws."""
+    users = int(sum(p.size for p in parts))
+    c = int(sum(clicks[p].sum() for p in parts))
+    s = int(sum(shows[p].sum() for p in parts))
+    out = {"set": name, "users": users, "clicks": c, "shows": s,
+           "clicks_per_user": c / max(users, 1), "ctr": c / s if s else None}
     if segment is not None:
-        out["precision"] = float((segment[idx] == target).mean()) if idx.size else None
+        hits = sum(int((segment[p] == t).sum()) for p, t in zip(parts, targets, strict=True))
+        out["precision"] = hits / users if users else None
     return out
 
 
@@ -156,10 +175,11 @@ def run_validation(storage: Storage, cfg: ExtendConfig,
                 size == min(vcfg.seed_sizes) and clickers.size >= vcfg.min_seeds
             ):
                 continue
-            seed_idx = rng.choice(clickers, min(size, clickers.size), replace=False)
-            rows.extend(_validate_one(storage, as_of_cfg, kw, seed_idx, dids, x, names, popularity, after,
-                                      segment, truth, rng, int(clickers.size)))
+            draws = [rng.choice(clickers, min(size, clickers.size), replace=False) for _ in range(vcfg.repeats)]
+            rows.extend(_validate_keyword(storage, as_of_cfg, kw, draws, dids, x, names, popularity, after,
+                                          segment, truth, rng, int(clickers.size)))
     report = {"cutting_date": cut.isoformat(), "keywords": keywords, "score_table": score_table,
+              "scorer": _scorer_of(storage, cfg, score_table),
               "eligible": cfg.eligible, "users": int(dids.size), "eligible_users": int(dids.size),
               "excluded_users": int(all_users - dids.size), "default_strategy": cfg.strategy,
               "rows": rows, "verdicts": verdicts(rows, cfg.strategy)}
@@ -170,6 +190,18 @@ def run_validation(storage: Storage, cfg: ExtendConfig,
     return report
 
 
+def _scorer_of(storage: Storage, cfg: ExtendConfig, score_table: str | None) -> str | None:
+    """Which model made the score table the din strategy used (the gate may pick the regression)."""
+    if score_table is None:
+        return None
+    from app.registry import Registry
+
+    reg = Registry(storage).read()
+    model_version = reg.get("score_tables", {}).get("versions", {}).get(score_table, {}).get("model_version")
+    info = reg.get("models", {}).get(cfg.scores.model_name, {}).get("versions", {}).get(model_version, {})
+    return info.get("scorer") or ("din" if info else None)
+
+
 def _top_clicked(before: pa.Table, n: int) -> list[str]:
     clicks = before.filter(pc.equal(before.column(C.IS_CLICK), 1))
     counts = pc.value_counts(clicks.column(C.KEYWORD)).to_pylist()
@@ -177,64 +209,90 @@ def _top_clicked(before: pa.Table, n: int) -> list[str]:
     return [str(d["values"]) for d in counts[:n]]
 
 
-def _validate_one(storage, cfg, kw, seed_idx, dids, x, names, popularity, after, segment, truth, rng,
-                  clickers: int) -> list[dict[str, Any]]:
+@dataclass
+class _Draw:
+    """One seed set of a keyword and every ranked list made for it (indices into the pool)."""
+
+    seeds: np.ndarray
+    non_seed: np.ndarray
+    ranked: dict[str, np.ndarray]
+    target: int | None
+
+
+def _rank_for_draw(storage, cfg, kw, r, seed_idx, dids, x, names, popularity, segment, truth, pos,
+                   extra) -> _Draw:
     vcfg = cfg.validation
     n = seed_idx.size
-    max_m = max(vcfg.extension_factors) * n
     is_seed = np.zeros(dids.size, dtype=bool)
     is_seed[seed_idx] = True
     non_seed = np.flatnonzero(~is_seed)
-    clicks, shows = per_user_counts(after, dids, kw)
-    pos = {d: i for i, d in enumerate(dids)}
-    audiences: dict[str, np.ndarray] = {}
-    extra: dict[str, Any] = {}
+    ranked: dict[str, np.ndarray] = {"popularity": non_seed[np.lexsort((non_seed, -popularity[non_seed]))]}
+    target = None
+    if segment is not None:
+        segs = segment[seed_idx]
+        target = int(np.bincount(segs[segs >= 0]).argmax()) if (segs >= 0).any() else -1
+        post = segment_posterior(truth, x, names, target)
+        ranked["oracle"] = non_seed[np.lexsort((non_seed, -post[non_seed]))]
     for strategy in vcfg.strategies:
-        run_cfg = cfg.model_copy(update={"strategy": strategy, "size": max_m, "percentage": None})
+        run_cfg = cfg.model_copy(update={"strategy": strategy, "size": max(vcfg.extension_factors) * n,
+                                         "percentage": None})
         try:
             rep = extend_audience(storage, list(dids[seed_idx]), run_cfg,
-                                  f"{vcfg.report_dir}/runs/{_safe(kw)}-{n}-{strategy}")
+                                  f"{vcfg.report_dir}/runs/{_safe(kw)}-{n}-{strategy}-{r}")
         except SeedError as exc:  # e.g. jsd: no divergent feature; recorded, not fatal
-            extra[strategy] = {"refused": " ".join(str(exc).split())}
+            extra.setdefault(strategy, {}).setdefault("refused", []).append(" ".join(str(exc).split()))
             continue
         table = pq.read_table(io.BytesIO(storage.read_bytes(f"{rep['out_dir']}/audience.parquet")))
         got = table.column("did").to_pylist()
         outside = [d for d in got if d not in pos]
         if outside:  # the as-of score table and the eligible pool are the same users by construction
             raise SeedError(f"{strategy} picked {len(outside)} users outside the eligible pool, e.g. {outside[:3]}")
-        audiences[strategy] = np.fromiter((pos[d] for d in got), np.int64)
-        extra[strategy] = {"clusters": rep.get("clusters", {}).get("k"), "warnings": rep.get("warnings"),
-                           "similarity_spread": rep.get("similarity_spread")}
-    pop_order = non_seed[np.lexsort((non_seed, -popularity[non_seed]))]
-    target = None
-    oracle_order = None
-    if segment is not None:
-        segs = segment[seed_idx]
-        target = int(np.bincount(segs[segs >= 0]).argmax()) if (segs >= 0).any() else -1
-        post = segment_posterior(truth, x, names, target)
-        oracle_order = non_seed[np.lexsort((non_seed, -post[non_seed]))]
+        ranked[strategy] = np.fromiter((pos[d] for d in got), np.int64)
+        info = extra.setdefault(strategy, {})
+        info.setdefault("clusters", []).append(rep.get("clusters", {}).get("k"))
+        info.setdefault("warnings", []).extend(rep.get("warnings") or [])
+        info.setdefault("similarity_spread", []).append(rep.get("similarity_spread"))
+    return _Draw(seed_idx, non_seed, ranked, target)
+
+
+def _validate_keyword(storage, cfg, kw, draws_idx, dids, x, names, popularity, after, segment, truth, rng,
+                      clickers: int) -> list[dict[str, Any]]:
+    """Every set of every draw of one (keyword, seed size), one row per extension factor.
+
+    The random baseline is the whole eligible non-seed pool of each draw: its clicks per user are
+    what a random same-size audience gets in expectation, without the noise of one random draw.
+    """
+    vcfg = cfg.validation
+    clicks, shows = per_user_counts(after, dids, kw)
+    pos = {d: i for i, d in enumerate(dids)}
+    extra: dict[str, Any] = {}
+    draws = [_rank_for_draw(storage, cfg, kw, r, idx, dids, x, names, popularity, segment, truth, pos, extra)
+             for r, idx in enumerate(draws_idx)]
+    n = int(draws[0].seeds.size)
+    names_ranked = [k for k in ("popularity", "oracle", *vcfg.strategies) if all(k in d.ranked for d in draws)]
+    targets = [d.target for d in draws]
     rows = []
     for factor in vcfg.extension_factors:
         m = factor * n
-        rand_idx = rng.choice(non_seed, min(m, non_seed.size), replace=False)
-        chosen = {"random": rand_idx, "popularity": pop_order[:m]}
-        if oracle_order is not None:
-            chosen["oracle"] = oracle_order[:m]
-        for strategy, idx in audiences.items():
-            chosen[strategy] = idx[:m]
-        sets = {name: _set_metrics(name, idx, clicks, shows, segment, target) for name, idx in chosen.items()}
-        for name, idx in chosen.items():
-            if name == "random":
-                continue
-            lift, lo, hi = bootstrap_ratio_ci(clicks[idx], clicks[rand_idx], vcfg.bootstrap, rng)
-            sets[name].update({"lift": lift, "lift_ci95": [lo, hi]})
+        base_parts = [d.non_seed for d in draws]
+        sets = {"random": _set_metrics("random", base_parts, clicks, shows, segment, targets)}
+        sets["random"]["expected_over_pool"] = True
+        chosen = {name: [d.ranked[name][:m] for d in draws] for name in names_ranked}
+        for name, parts in chosen.items():
+            met = _set_metrics(name, parts, clicks, shows, segment, targets)
+            lift, lo, hi = pooled_ratio_ci([clicks[p] for p in parts], [clicks[b] for b in base_parts],
+                                           vcfg.bootstrap, rng)
+            met.update({"lift": lift, "lift_ci95": [lo, hi]})
             if name not in ("popularity", "oracle"):
-                r, rlo, rhi = bootstrap_ratio_ci(clicks[idx], clicks[chosen["popularity"]], vcfg.bootstrap, rng)
-                sets[name]["vs_popularity"] = [r, rlo, rhi]
-            if "precision" in sets[name] and sets.get("oracle", {}).get("precision"):
-                sets[name]["precision_vs_oracle"] = sets[name]["precision"] / sets["oracle"]["precision"]
-        rows.append({"keyword": kw, "seeds": int(n), "factor": int(factor), "audience_size": int(m),
-                     "eligible_clickers": clickers, "target_segment": target, "sets": sets, "runs": extra})
+                met["vs_popularity"] = list(pooled_ratio_ci([clicks[p] for p in parts],
+                                                            [clicks[p] for p in chosen["popularity"]],
+                                                            vcfg.bootstrap, rng))
+            if "precision" in met and "oracle" in chosen:
+                oracle = _set_metrics("oracle", chosen["oracle"], clicks, shows, segment, targets)["precision"]
+                met["precision_vs_oracle"] = met["precision"] / oracle if oracle else None
+            sets[name] = met
+        rows.append({"keyword": kw, "seeds": n, "draws": len(draws), "factor": int(factor), "audience_size": int(m),
+                     "eligible_clickers": clickers, "target_segment": targets[0], "sets": sets, "runs": extra})
     return rows
 
 
@@ -248,7 +306,7 @@ def verdicts(rows: list[dict[str, Any]], default: str) -> list[str]:
         cand = {n: m for n, m in sets.items() if n not in ("random", "oracle") and "lift" in m}
         best = max(cand, key=lambda n: (cand[n]["lift_ci95"][0], cand[n]["lift"])) if cand else None
         if default not in sets:
-            refused = r.get("runs", {}).get(default, {}).get("refused", "no audience")
+            refused = (r.get("runs", {}).get(default, {}).get("refused") or ["no audience"])[0]
             out.append(f"{head}: {default} gave no audience ({refused}); best: {_lift_words(best, cand)}")
             continue
         m = sets[default]
@@ -289,7 +347,8 @@ def markdown_report(report: dict[str, Any]) -> str:
     head = (f"# Audience validation as of {report['cutting_date']}\n\n"
             f"Eligible pool: {report['eligible_users']} users ({report['eligible']}); "
             f"{report['excluded_users']} train-ready users had no impression before the cut and were "
-            f"left out. Default strategy: {report['default_strategy']}.\n\n")
+            f"left out. Default strategy: {report['default_strategy']}"
+            + (f" (score table by the {report['scorer']} scorer)" if report.get("scorer") else "") + ".\n\n")
     said = "\n".join(f"- {v}" for v in report["verdicts"]) or "- no keyword had enough eligible clickers"
     return head + "## Verdicts\n\n" + said + "\n\n## Every figure\n\n" + markdown_table(report["rows"])
 

@@ -28,8 +28,8 @@ def _read(storage, rel):
 
 
 def test_score_table_is_registered_with_its_similarity_space(scored_root):
+    from app.extend.kernel import l2_normalize
     from app.extend.scores import read_score_vectors, score_space
-    from app.extend.space import logit
 
     storage = Storage(scored_root)
     version, info = Registry(storage).current_score_table()
@@ -38,8 +38,8 @@ def test_score_table_is_registered_with_its_similarity_space(scored_root):
     assert t.num_rows == info["num_users"] > 1000 and "scores_norm" not in t.column_names
     raw = np.asarray(t.column("scores").combine_chunks().flatten()).reshape(-1, k)
     space = score_space(storage, version, k)
-    assert space.transform == "logit_z" and space.users == t.num_rows
-    np.testing.assert_allclose(space.mean, logit(raw).mean(0), rtol=1e-5, atol=1e-6)
+    assert space.transform == "unit_z" and space.users == t.num_rows
+    np.testing.assert_allclose(space.mean, l2_normalize(raw).mean(0), rtol=1e-4, atol=1e-6)
     vecs = read_score_vectors(storage, version, t.column("did").to_numpy(zero_copy_only=False)[:50])
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(vecs, space.apply(raw[:50]), atol=1e-6)

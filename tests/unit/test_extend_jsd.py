@@ -107,6 +107,21 @@ def test_verdict_when_the_default_strategy_gave_no_audience():
     from app.extend.validate import verdicts
 
     row = _row({"random": {}, "popularity": _m(1.8, 1.3, 2.4)})
-    row["runs"] = {"jsd": {"refused": "Critical Error: no feature diverges"}}
+    row["runs"] = {"jsd": {"refused": ["Critical Error: no feature diverges"]}}
     (v,) = verdicts([row], "jsd")
     assert "jsd gave no audience (Critical Error: no feature diverges)" in v and "popularity lift 1.80" in v
+
+
+def test_pooled_ratio_ci_pools_draws_and_covers_the_truth():
+    from app.extend.validate import pooled_ratio_ci
+
+    rng = np.random.default_rng(0)
+    a = [rng.poisson(2.0, 400) for _ in range(3)]
+    b = [rng.poisson(1.0, 600) for _ in range(3)]
+    point, lo, hi = pooled_ratio_ci(a, b, 400, rng)
+    assert point == pytest.approx(sum(x.mean() for x in a) / sum(x.mean() for x in b))
+    assert lo < 2.0 < hi and hi - lo < 0.4
+    one = pooled_ratio_ci(a[:1], b[:1], 400, rng)
+    assert (one[2] - one[1]) > (hi - lo)  # one draw: a wider interval
+    inf = pooled_ratio_ci([np.ones(5)], [np.zeros(5)], 50, rng)
+    assert inf[0] == float("inf") and inf[2] == float("inf")
