@@ -24,6 +24,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("data", help="raw data: generate synthetic logs, run the pipeline")
     data_sub = p.add_subparsers(dest="verb", required=True)
     register_generate(data_sub)
+    register_movielens(data_sub)
     register_run(data_sub)
 
 
@@ -46,6 +47,27 @@ def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
     summary = generate(cfg, storage)
     summary["config"] = stage_config_path(args, GENERATE_CONFIG, GENERATE_SMOKE_CONFIG)
     return summary
+
+
+def register_movielens(data_sub) -> None:
+    p = data_sub.add_parser(
+        "movielens",
+        help="write MovieLens-100K (real ratings, fetched from PyPI) as the raw tables under <root>/raw",
+        description="Downloads the recbole==1.2.1 wheel with pip (cached), maps ratings to shows and clicks.",
+    )
+    add_common(p, config=None)
+    p.add_argument("--cache", default=None, help="folder for the downloaded wheel (default .cache/movielens)")
+    p.set_defaults(func=cmd_movielens)
+
+
+def cmd_movielens(args: argparse.Namespace) -> dict[str, Any]:
+    from app.config import load_config
+    from app.data.movielens import MovieLensConfig, write_movielens
+
+    cfg = load_config(MovieLensConfig, args.config, args.overrides)
+    if args.cache:
+        cfg.cache_dir = args.cache
+    return write_movielens(cfg, Storage(get_settings(args.root).root))
 
 
 def register_run(data_sub) -> None:
