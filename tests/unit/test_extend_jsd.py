@@ -125,3 +125,11 @@ def test_pooled_ratio_ci_pools_draws_and_covers_the_truth():
     assert (one[2] - one[1]) > (hi - lo)  # one draw: a wider interval
     inf = pooled_ratio_ci([np.ones(5)], [np.zeros(5)], 50, rng)
     assert inf[0] == float("inf") and inf[2] == float("inf")
+
+
+def test_distance_scale_logs_counts_only():
+    from app.extend.jsd import distance_scale
+
+    x = np.array([[3.0, 1.0, 0.0, 9.0]])
+    got = distance_scale(x, ["age", "gender", "shows:a", "clicks:a"])
+    np.testing.assert_allclose(got, [[3.0, 1.0, 0.0, np.log(10.0)]])
