@@ -87,6 +87,8 @@ def run_demo(root: str, users: int, smoke: bool) -> dict[str, Any]:
     _say("validate", f"lift over a random audience, as of {val['cutting_date']} (every figure: "
                      f"{storage.uri(val['files'][1])})")
     get_console().print(summary_table(val["rows"]).rstrip())
+    for verdict in val["verdicts"]:
+        get_console().print(f"  {verdict}")
     return {
         "root": root,
         "seconds": round(time.perf_counter() - started, 1),
