@@ -86,13 +86,12 @@ class ServeConfig(StrictModel):
     max_body_bytes: int = Field(1 * MiB, ge=1024)
     #: a body must arrive within ``body_timeout_s`` plus one second per ``body_min_rate`` bytes
     #: received (HTTP 408 beyond), so a client trickling bytes holds nothing for long
-    body_timeout_s: float = Field(20.0, gt=0)
+    body_timeout_s: float = Field(10.0, gt=0)
     body_min_rate: int = Field(64 * 1024, ge=1)
     max_seed_files: int = Field(16, ge=1)
-    #: uploads parsed at once per ingress replica; a slot is taken once the body is on disk
+    #: uploads per ingress replica between their first body byte and their stored job (503 with
+    #: Retry-After beyond, at once); bounds the replica's memory: see docs/serve.md
     max_concurrent_uploads: int = Field(4, ge=1)
-    #: how long a received upload waits for a parsing slot before 503 with Retry-After
-    upload_slot_wait_s: float = Field(10.0, ge=0)
     per_key: PerKeyLimits = Field(default_factory=PerKeyLimits)
     #: seconds the ingress waits for the job queue before answering 503 with Retry-After
     queue_timeout_s: float = Field(5.0, gt=0)

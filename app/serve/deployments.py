@@ -20,7 +20,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import ray
@@ -224,7 +224,7 @@ class Ingress:
         self.store = J.JobStore(Storage(self.cfg.root))
         self.config_class = J.load_object(self.cfg.extend_config_class)
         self._uploads: dict[str, int] = {}  # owner -> uploads in flight
-        self._parse_slots = asyncio.Semaphore(self.cfg.max_concurrent_uploads)
+        self._slots_used = 0  # uploads between their first byte and their stored job
         self._queue_answered = False
         self._cluster_probe: asyncio.Task | None = None
         self._cluster: tuple[float, str] = (0.0, "not checked")
@@ -276,16 +276,34 @@ class Ingress:
             if not self._uploads[owner]:
                 del self._uploads[owner]
 
-    @contextlib.asynccontextmanager
-    async def _parse_slot(self) -> AsyncIterator[None]:
-        try:
-            await asyncio.wait_for(self._parse_slots.acquire(), self.cfg.upload_slot_wait_s)
-        except TimeoutError:
-            raise Busy("every upload parsing slot is busy", self.cfg.retry_after_s, status=503) from None
+    @contextlib.contextmanager
+    def _upload_slot(self) -> Iterator[None]:
+        """One of the replica's ``max_concurrent_uploads`` places, or 503 at once: waiting would
+        let the body pile up unread in the replica (Serve hands it over as fast as it comes)."""
+        if self._slots_used >= self.cfg.max_concurrent_uploads:
+            raise Busy(f"all {self.cfg.max_concurrent_uploads} upload places of this replica are busy",
+                       self.cfg.retry_after_s, status=503)
+        self._slots_used += 1
         try:
             yield
         finally:
-            self._parse_slots.release()
+            self._slots_used -= 1
+
+    @staticmethod
+    async def _body_started(request: Request) -> Request:
+        """Wait for the first piece of the body (the body guard bounds the wait); a request that
+        replays it, then reads on."""
+        first = await request.receive()
+        replayed = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await request.receive()
+
+        return Request(request.scope, receive)
 
     async def _read_form(self, request: Request, admit: asyncio.Future) -> FormData:
         """The multipart body, files spooled to disk as it arrives; stops early when the queue
@@ -324,23 +342,24 @@ class Ingress:
         ctype = request.headers.get("content-type", "")
         if not ctype.startswith("multipart/form-data"):
             raise HTTPException(415, f"send multipart/form-data with seed files, not {ctype[:80] or 'no content type'!r}")
-        with self._owner_upload(owner):
-            admit = asyncio.ensure_future(self._call_queue("admit", owner))
-            form = None
-            try:
-                form = await self._read_form(request, admit)
-                files = [(v.filename or f"{k}[{i}]", v.file) for i, (k, v) in enumerate(form.multi_items())
-                         if isinstance(v, UploadFile)]
-                fields = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile)}
-                options = self._options(fields)
-                await admit
-                self._refuse(admit)
-                async with self._parse_slot():
+        with self._owner_upload(owner):  # 429 at once past per_key.max_uploads
+            request = await self._body_started(request)
+            with self._upload_slot():  # taken once the body arrives, kept until the job is stored
+                admit = asyncio.ensure_future(self._call_queue("admit", owner))
+                form = None
+                try:
+                    form = await self._read_form(request, admit)
+                    files = [(v.filename or f"{k}[{i}]", v.file) for i, (k, v) in enumerate(form.multi_items())
+                             if isinstance(v, UploadFile)]
+                    fields = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile)}
+                    options = self._options(fields)
+                    await admit
+                    self._refuse(admit)
                     status, upload = await run_in_threadpool(self._store_job, owner, options, files)
-            finally:
-                if not admit.done():
-                    admit.cancel()
-                _close_form(form)
+                finally:
+                    if not admit.done():
+                        admit.cancel()
+                    _close_form(form)
         job_id = status["job_id"]
         try:
             await self._call_queue("submit", job_id, owner)

@@ -116,7 +116,7 @@ class BodyGuard:
     """
 
     def __init__(self, app: ASGIApp, default_limit: int, limits: Mapping[str, int] | None = None,
-                 timeout_s: float = 20.0, min_rate: int = 64 * 1024):
+                 timeout_s: float = 10.0, min_rate: int = 64 * 1024):
         self.app = app
         self.default_limit = default_limit
         self.limits = dict(limits or {})

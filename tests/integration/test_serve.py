@@ -346,6 +346,27 @@ def test_slow_uploads_hurt_only_their_own_key(serve_app):
     assert all(seconds < 6 for seconds, _ in out.values())  # body_timeout_s = 2 (plus the rate allowance)
 
 
+def test_upload_places_are_bounded_and_freed_by_the_body_deadline(serve_app):
+    """Four trickling uploads of two keys hold the replica's four upload places (max_concurrent_uploads)
+    from their first byte: a third key gets 503 with Retry-After at once, never a hang, and gets
+    in once the body deadline has dropped them."""
+    out = {}
+    threads = [threading.Thread(target=trickle, args=(serve_app.url, key, out, i))
+               for i, key in enumerate([CAROL, CAROL, ALICE, ALICE])]
+    for t in threads:
+        t.start()
+    time.sleep(0.8)
+    t0 = time.monotonic()
+    r = submit(serve_app, [seeds_file(enough)], {"size": "10"}, headers=H_BOB)
+    assert time.monotonic() - t0 < 2
+    assert (r.status_code, r.json()["error"]) == (503, "busy") and int(r.headers["retry-after"]) >= 1, r.text
+    assert "upload places" in r.json()["detail"]
+    for t in threads:
+        t.join()
+    assert sorted(line for _, line in out.values()) == ["HTTP/1.1 408 Request Timeout"] * 4, out
+    assert submit(serve_app, [seeds_file(enough)], {"size": "10"}, headers=H_BOB).status_code == 202
+
+
 def test_a_flooding_tenant_gets_429_and_does_not_delay_another(serve_app):
     """carol floods 1 s jobs; bob's job waits for at most the one carol job already running."""
     accepted, refused = [], []
