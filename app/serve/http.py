@@ -145,7 +145,8 @@ class BodyGuard:
                 return await receive()  # after the body: waiting for a disconnect, not timed
             deadline = started + self.timeout_s + state["bytes"] / self.min_rate
             try:
-                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.001))
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):  # no extra task
+                    message = await receive()
             except TimeoutError:
                 raise BodyTooSlow(
                     f"request body too slow: {state['bytes']} bytes in {time.monotonic() - started:.0f} s "
