@@ -48,6 +48,8 @@ class JobWatch(StrictModel):
     heartbeat_s: float = Field(5.0, gt=0)
     #: no heartbeat for this long: the worker is stopped and the attempt retried (or Failed)
     heartbeat_timeout_s: float = Field(60.0, gt=0)
+    #: an attempt whose worker has not begun (no first heartbeat) this long: the same
+    start_timeout_s: float = Field(120.0, gt=0)
 
     @model_validator(mode="after")
     def _order(self):

@@ -306,7 +306,7 @@ class Ingress:
         return Request(request.scope, receive)
 
     async def _read_form(self, request: Request, admit: asyncio.Future) -> FormData:
-        """The multipart body, files spooled to disk as it arrives; stops early when the queue
+        """The multipart body, files spooled to disk as it arrives; ends early when the queue
         refuses the owner meanwhile (or does not answer)."""
 
         async def form() -> FormData:
@@ -359,6 +359,8 @@ class Ingress:
                 finally:
                     if not admit.done():
                         admit.cancel()
+                    elif not admit.cancelled():
+                        admit.exception()  # retrieved: a queue error here was answered already
                     _close_form(form)
         job_id = status["job_id"]
         try:

@@ -19,7 +19,7 @@ and attempts are left. ``Finished`` and ``Failed`` are final. Only pure function
 transition (:func:`transition`, :func:`recovery_action`), so the rules have unit tests without Ray.
 
 A job file read back is validated like a request (:class:`StatusRecord`). One that does not
-validate never stops anything else: the job shows as Failed with "unreadable status", and the
+validate never halts anything else: the job shows as Failed with "unreadable status", and the
 queue quarantines it (:meth:`JobStore.quarantine`: the bad bytes kept beside, a valid Failed
 status written in their place).
 """
@@ -129,7 +129,7 @@ def transition(status: dict[str, Any], state: str, **fields: Any) -> dict[str, A
     if state == RUNNING and old != RUNNING:
         out["attempts"] = status.get("attempts", 0) + 1
         out["started_at"] = out["updated_at"]
-        out["heartbeat_at"] = out["updated_at"]
+        out.pop("heartbeat_at", None)  # written by the worker once it has begun
         out["progress"] = 0.0
         out["message"] = f"attempt {out['attempts']}"
     if state == QUEUED:  # back in line: nothing of the interrupted attempt shows any more
@@ -534,6 +534,7 @@ class JobWriter:
 
     def __enter__(self) -> JobWriter:
         if self.heartbeat_s > 0:
+            self.beat()  # the first one at once: the queue knows the worker has begun
             self._thread = threading.Thread(target=self._beat_loop, name=f"heartbeat-{self.job_id[:8]}", daemon=True)
             self._thread.start()
         return self

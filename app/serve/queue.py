@@ -6,12 +6,12 @@
 
 The queue is a single-replica deployment so its lifetime is the application's: on start it
 re-queues the jobs a previous instance left Queued or Running (storage holds their state), and
-when Serve stops it, its worker actors (owned by it) stop too. It hands jobs out fairly across
+when Serve ends it, its worker actors (owned by it) end too. It hands jobs out fairly across
 owners (:class:`app.serve.scheduling.FairQueue`), refuses an owner's job past
 ``per_key.max_queued_jobs`` (the ingress asks :meth:`JobQueue.admit` first), watches every running
 attempt (heartbeat and timeout, ``jobs``), rescans storage for jobs it does not hold, keeps the
 owner index in step with the job files and applies the retention policy. No job record, however
-damaged, stops it: an unreadable one is quarantined and reported Failed.
+damaged, halts it: an unreadable one is quarantined and reported Failed.
 """
 
 from __future__ import annotations
@@ -265,11 +265,15 @@ class JobQueue:
             elapsed = time.monotonic() - started
             if elapsed > watch.timeout_s:
                 return await self._stop(worker, attempt), f"timed out after {watch.timeout_s:g} s", False
-            age = await run_in_threadpool(self._heartbeat_age, job_id)
-            if age is not None and age > watch.heartbeat_timeout_s:
+            age, begun = await run_in_threadpool(self._heartbeat_age, job_id)
+            if begun and age > watch.heartbeat_timeout_s:
                 return await self._stop(worker, attempt), f"no heartbeat for {age:.0f} s", True
+            if not begun and age > watch.start_timeout_s:
+                return await self._stop(worker, attempt), f"its worker did not begin within {age:.0f} s", True
         try:
-            attempt.result()
+            result = attempt.result()
+            if isinstance(result, dict) and result.get("state") in J.FINAL:
+                self._final.add(job_id)
             return worker, None, False
         except RayActorError as exc:
             return self._new_worker(), f"worker died: {J.describe_error(exc, cfg.root)}", True
@@ -279,15 +283,18 @@ class JobQueue:
         except RayError as exc:  # the object or its owner is lost: the cluster is in trouble
             return self._new_worker(), f"lost: {J.describe_error(exc, cfg.root)}", True
 
-    def _heartbeat_age(self, job_id: str) -> float | None:
+    def _heartbeat_age(self, job_id: str) -> tuple[float, bool]:
+        """(seconds since the attempt's last heartbeat, or since it was dispatched when the worker
+        has not begun yet; whether it has begun). (0, True) when there is nothing to watch."""
         try:
             status = self.store.status(job_id)
         except (LookalikeError, OSError):
-            return None
+            return 0.0, True
         if status["state"] != J.RUNNING:
-            return None
-        beat = status.get("heartbeat_at") or status.get("started_at") or status["updated_at"]
-        return time.time() - float(beat)
+            return 0.0, True
+        if status.get("heartbeat_at") is not None:
+            return time.time() - float(status["heartbeat_at"]), True
+        return time.time() - float(status.get("started_at") or status["updated_at"]), False
 
     async def _stop(self, worker: Any, attempt: asyncio.Future) -> Any:
         """Kill a worker whose attempt is being given up and wait (bounded) until it is gone, so

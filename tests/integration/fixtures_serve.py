@@ -3,7 +3,7 @@
 ``serve_app`` runs ONE Serve application for the session (start 7-10 s, stop 6-7 s on 2 cores)
 on a free localhost port, with fakes injected through the builder args: a fake extension engine
 (deterministic, fast; the first seed picks a behaviour: ``slow`` sleeps 6 s reporting progress,
-``nap`` sleeps 1 s, ``crash`` kills its worker, ``freeze`` stops its worker process (no heartbeat),
+``nap`` sleeps 1 s, ``crash`` kills its worker, ``freeze`` suspends its worker process (no heartbeat),
 ``hang`` sleeps past the job timeout while its heartbeat goes on, ``rootpath`` fails naming the
 storage root, ``jsd`` fails as the jsd strategy does) and a fake scorer over users ``u0..u9999``. The real engine and model have their own tests (extend/train);
 ``test_serve.py::test_real_stack`` runs the service on ``scored_root`` when that fixture exists.

@@ -1,6 +1,6 @@
 """/healthz when the Ray cluster under the service dies.
 
-The session's own Ray cannot be killed (every other test uses it), so this test starts the service
+The test run's own Ray cannot be killed (every other test uses it), so this test starts the service
 the way an operator does, ``python -m app serve start --smoke``, in a subprocess with its own
 local Ray (1 CPU, the fake engine and scorer), then kills that cluster's control store and node
 manager (``gcs_server``, ``raylet``: its own children, found by process id) and watches /healthz.

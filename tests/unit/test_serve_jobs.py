@@ -243,7 +243,8 @@ def test_requeue_clears_the_interrupted_attempts_progress(storage):
     store.set_progress(job_id, 0.7, "similarity")
     queued = store.move(job_id, J.QUEUED, message="retrying")
     assert queued["progress"] == 0.0 and "heartbeat_at" not in queued and "started_at" not in queued
-    assert store.move(job_id, J.RUNNING)["progress"] == 0.0
+    rerun = store.move(job_id, J.RUNNING)
+    assert rerun["progress"] == 0.0 and "heartbeat_at" not in rerun  # until its worker has begun
 
 
 def test_writes_of_an_old_attempt_are_ignored(storage):
