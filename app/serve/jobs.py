@@ -589,7 +589,8 @@ def scrub_paths(text: str, root: str | None = None) -> str:
                 continue
             for quoted in (repr(r), f'"{r}"'):
                 text = text.replace(quoted, "the storage root")
-            text = text.replace(r + "/", "").replace(r, "the storage root")
+            text = text.replace(r + "/", "")
+            text = re.sub(re.escape(r) + r"(?![\w.-])", "the storage root", text)  # not /root-other
     return _ABS_PATH.sub("<path>", text)
 
 

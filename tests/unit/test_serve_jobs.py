@@ -354,6 +354,7 @@ def test_describe_error_is_one_line_without_paths(storage):
     assert J.describe_error(OSError("cannot read /etc/some/file.txt\nsecond line")) == (
         "OSError: cannot read <path> second line")
     assert "/lookalike/extended-audience/ab" in J.scrub_paths("see /lookalike/extended-audience/ab")
+    assert J.scrub_paths(f"at {root} and {root}-old/x", root) == "at the storage root and <path>"
 
 
 def test_jsd_critical_error_reaches_the_client_whole_and_in_the_services_terms():
