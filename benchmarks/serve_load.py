@@ -18,8 +18,8 @@ take turns in `--rounds` slices so background load hits them alike), then one PO
 ``--big-dids`` dids x all keywords (dids/s), and finally the state of every submitted job (none may
 be lost). One JSON line per figure, then a summary line.
 
-    # against a running service (serve run configs/serve.yaml)
-    python benchmarks/serve_load.py --url http://127.0.0.1:8000 --api-key dev-key-change-me
+    # against a running service (LOOKALIKE_API_KEYS=... serve run configs/serve.yaml)
+    python benchmarks/serve_load.py --url http://127.0.0.1:8000 --api-key <your key>
     # start the service in-process on a free port (local Ray); synthetic scorer, no model needed
     python benchmarks/serve_load.py --start --set scorer_loader=app.serve.scoring:synthetic_scorer
     # a few seconds only
@@ -210,6 +210,9 @@ def start_service(args: argparse.Namespace) -> str:
 
     app_cfg = app_args(args.config, None, args.root)
     app_cfg["api_keys"] = {**app_cfg.get("api_keys", {}), API_KEY: "bench"}
+    # one key drives every request here: lift its per-key limits so they do not cap the figures
+    # (a --set per_key.max_queued_jobs=... override still wins)
+    app_cfg["per_key"] = {**app_cfg.get("per_key", {}), "max_uploads": 1000, "max_queued_jobs": 1_000_000}
     app_cfg = apply_overrides(app_cfg, args.overrides)
     port = free_port()
     init_ray()

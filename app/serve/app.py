@@ -6,15 +6,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from ray.serve import Application
 
 from app.config import validate
-from app.serve.config import ServeConfig, resolve_api_keys
-from app.serve.deployments import Ingress, JobQueue, Scorer
+from app.serve.config import ServeConfig, describe_keys, resolve_api_keys
+from app.serve.deployments import Ingress, Scorer
+from app.serve.queue import JobQueue
 from app.settings import get_settings
+
+log = logging.getLogger("app.serve")
 
 
 def resolve_config(args: dict[str, Any] | None) -> ServeConfig:
@@ -22,7 +26,7 @@ def resolve_config(args: dict[str, Any] | None) -> ServeConfig:
     cfg = validate(ServeConfig, dict(args or {}), source="serve args")
     root = get_settings(cfg.root).root
     if "://" not in root:
-        root = os.path.abspath(root)
+        root = os.path.abspath(root)  # a no-op once settings return absolute local roots
     return cfg.model_copy(update={"root": root})
 
 
@@ -35,9 +39,11 @@ def deployment_options(cfg: ServeConfig) -> dict[str, Any]:
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    """Ingress -> (Scorer, JobQueue). API keys reach only the ingress, as a constructor argument."""
+    """Ingress -> (Scorer, JobQueue). API keys reach only the ingress, as a constructor argument;
+    their owners (never the keys) are logged."""
     cfg = resolve_config(args)
     keys = resolve_api_keys(cfg)
+    log.info("lookalike service: %s", describe_keys(keys))
     plain = cfg.model_dump(mode="json")
     plain["api_keys"] = {}
     opts = deployment_options(cfg)

@@ -1,7 +1,9 @@
-"""``python -m app serve start [-c configs/serve.yaml] [--set k=v] [--root R] [--smoke]``.
+"""``python -m app serve start|prune [-c configs/serve.yaml] [--set k=v] [--root R] [--smoke]``.
 
-Reads the ``args`` of the Serve config file's first application (the same file ``serve run``
-takes), starts Ray and the application, and serves until SIGTERM or SIGINT, then shuts Serve down.
+``start`` reads the ``args`` of the Serve config file's first application (the same file
+``serve run`` takes), starts Ray and the application, and serves until SIGTERM or SIGINT, then
+shuts Serve down. ``prune`` applies the config's retention policy to the root's jobs once (the
+running service does it every ``retention.prune_interval_s``) and prints what it deleted.
 """
 
 from __future__ import annotations
@@ -38,12 +40,13 @@ def start(ns: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
 
     from app.ray_utils import init_ray
     from app.serve.app import build_app, resolve_config
-    from app.serve.config import resolve_api_keys
+    from app.serve.config import describe_keys, resolve_api_keys
 
     path = ns.config or (SMOKE_CONFIG if ns.smoke else DEFAULT_CONFIG)
     args = app_args(path, ns.overrides, ns.root)
     cfg = resolve_config(args)
-    resolve_api_keys(cfg)  # fail before starting Ray
+    keys = resolve_api_keys(cfg)  # fail before starting Ray
+    print(f"lookalike service: {describe_keys(keys)}", flush=True)
     init_ray()
     stop = stop or threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # after ray.init, which installs its own
@@ -61,6 +64,20 @@ def start(ns: argparse.Namespace, stop: threading.Event | None = None) -> dict[s
     return {"stopped": url, "root": cfg.root}
 
 
+def prune(ns: argparse.Namespace) -> dict[str, Any]:
+    from app.serve.app import resolve_config
+    from app.serve.jobs import JobStore
+    from app.storage import Storage
+
+    path = ns.config or (SMOKE_CONFIG if ns.smoke else DEFAULT_CONFIG)
+    cfg = resolve_config(app_args(path, ns.overrides, ns.root))
+    r = cfg.retention
+    store = JobStore(Storage(cfg.root))
+    counts = store.prune(r.seeds_after_s, r.jobs_after_s, r.incomplete_after_s)
+    return {**counts, "index": store.sync_index(),
+            "retention": r.model_dump(exclude={"prune_interval_s"})}
+
+
 def register(subparsers: Any) -> None:
     from app.cli import add_common
 
@@ -69,3 +86,6 @@ def register(subparsers: Any) -> None:
     s = verbs.add_parser("start", help="start the service and serve until SIGTERM/SIGINT")
     add_common(s, config=None)
     s.set_defaults(func=start)
+    p2 = verbs.add_parser("prune", help="delete what the retention policy allows (seeds, old jobs) once")
+    add_common(p2, config=None)
+    p2.set_defaults(func=prune)

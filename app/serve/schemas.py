@@ -5,10 +5,12 @@ Field names follow the seed (``job-id``, ``status``, ``url``); everything else i
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from app.serve.errors import InvalidRequestBody
 from app.serve.uploads import DID_RE
 
 STRATEGIES = ("din", "jsd")
@@ -60,6 +62,7 @@ class JobStatus(BaseModel):
     attempts: int = 0
     created_at: float
     updated_at: float
+    heartbeat_at: float | None = Field(None, description="last sign of life of the running attempt (Running)")
     url: str | None = Field(None, description="the audience CSV (Finished only)")
     counts: dict[str, Any] | None = Field(None, description="the engine's report counts (Finished)")
     error: str | None = Field(None, description="why the job failed (Failed only)")
@@ -70,7 +73,7 @@ class JobStatus(BaseModel):
             {
                 "job-id": s["job_id"],
                 "status": s["state"],
-                **{k: s.get(k) for k in ("message", "url", "counts", "error") if s.get(k) is not None},
+                **{k: s.get(k) for k in ("message", "url", "counts", "error", "heartbeat_at") if s.get(k) is not None},
                 "progress": s.get("progress", 0.0),
                 "attempts": s.get("attempts", 0),
                 "created_at": s["created_at"],
@@ -97,6 +100,37 @@ class ScoreRequest(BaseModel):
         return self
 
 
+def validation_message(exc: ValidationError) -> str:
+    """Where and what, for each error; never the offending input itself (pydantic's ``input``)."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)[:2000]
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_score_body(body: bytes) -> ScoreRequest:
+    """``POST /score``'s body; InvalidRequestBody (422) for anything but a valid request, NaN and
+    Infinity included (they are not JSON)."""
+    try:
+        data = json.loads(body, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequestBody(f"the body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # bad encoding, NaN/Infinity, nesting too deep
+        raise InvalidRequestBody(f"the body is not valid JSON ({str(exc)[:100] or type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestBody(f"the body must be a JSON object with 'dids', not a {type(data).__name__}")
+    try:
+        return ScoreRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequestBody(validation_message(exc)) from None
+
+
 class ScoreResponse(BaseModel):
     model_version: str
     keywords: list[str]
@@ -109,6 +143,8 @@ class ScoreResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"] = "ok"
-    root: str
+    status: Literal["ok", "starting", "unavailable"] = Field(
+        description="ok: the queue and the cluster answer; starting: not yet; unavailable: one of them is gone"
+    )
     version: str
+    checks: dict[str, str] = Field(description="each check: 'ok' or why not")

@@ -2,14 +2,17 @@
 
 ``serve_app`` runs ONE Serve application for the session (start 7-10 s, stop 6-7 s on 2 cores)
 on a free localhost port, with fakes injected through the builder args: a fake extension engine
-(deterministic, fast; seeds starting with ``slow`` make it sleep, ``crash`` kills its worker) and a
-fake scorer over users ``u0..u9999``. The real engine and model have their own tests (extend/train);
+(deterministic, fast; the first seed picks a behaviour: ``slow`` sleeps 6 s reporting progress,
+``nap`` sleeps 1 s, ``crash`` kills its worker, ``freeze`` suspends its worker process (no heartbeat),
+``hang`` sleeps past the job timeout while its heartbeat goes on, ``rootpath`` fails naming the
+storage root, ``jsd`` fails as the jsd strategy does) and a fake scorer over users ``u0..u9999``. The real engine and model have their own tests (extend/train);
 ``test_serve.py::test_real_stack`` runs the service on ``scored_root`` when that fixture exists.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ from app.serve.scoring import IndexedScorer
 
 __all__ = ["serve_app"]  # conftest star-imports fixtures only
 
-API_KEYS = {"key-alice-0001": "alice", "key-bob-00002": "bob"}
+API_KEYS = {"key-alice-0001": "alice", "key-bob-00002": "bob", "key-carol-0003": "carol"}
 FAKE_USERS = [f"u{i}" for i in range(10_000)]
 FAKE_KEYWORDS = ["news", "games", "travel", "music", "sports"]
 APP_NAME = "lookalike"
@@ -31,12 +34,27 @@ APP_NAME = "lookalike"
 # ------------------------------------------------------------------ fakes (import paths in args)
 def fake_engine(storage, seeds, cfg, out_dir, progress=None):
     """Top non-seed users of a fixed population; audience size as the real engine computes it."""
-    if seeds[0].startswith("crash"):
+    from app.errors import ModelNotReady, SeedError
+
+    first = seeds[0]
+    if first.startswith("crash"):
         os._exit(3)  # the worker process dies mid-job
-    if seeds[0].startswith("slow"):
+    if first.startswith("freeze"):
+        os.kill(os.getpid(), signal.SIGSTOP)  # alive but silent: no heartbeat
+    if first.startswith("hang"):
+        time.sleep(600)
+    if first.startswith("rootpath"):
+        raise ModelNotReady(f"no current 'din' model in {storage.root!r}/registry.json; train one first")
+    if first.startswith("jsd"):
+        from app.extend.jsd import NO_FEATURE_ERROR
+
+        raise SeedError(NO_FEATURE_ERROR)
+    if first.startswith("nap"):
+        time.sleep(1.0)
+    if first.startswith("slow"):
         for i in range(40):
             progress(i / 40, "similarity")
-            time.sleep(0.2)
+            time.sleep(0.15)
     seedset = set(seeds)
     m = cfg.size or int(round(len(seeds) * (cfg.percentage or cfg.default_percentage) / 100))
     audience = [u for u in FAKE_USERS if u not in seedset][:m]
@@ -67,6 +85,17 @@ class ServeHandle:
     url: str
     root: str
     args: dict[str, Any]
+
+    def write(self, rel: str, data: bytes) -> None:
+        """Overwrite a file under the root as damage from outside would (not atomically)."""
+        with open(os.path.join(self.root, rel), "wb") as f:
+            f.write(data)
+
+    def read_status(self, job_id: str) -> dict[str, Any]:
+        import json
+
+        with open(os.path.join(self.root, "jobs", job_id, "status.json")) as f:
+            return json.load(f)
 
     def restart(self, wait_s: float = 60) -> None:
         """Delete the application (its queue and workers die) and deploy it again."""
@@ -104,6 +133,14 @@ def serve_args(root: str, **extra: Any) -> dict[str, Any]:
         "max_job_attempts": 2,
         "max_audience_size": 5000,
         "progress_interval_s": 0.0,
+        "body_timeout_s": 2.0,
+        "per_key": {"max_uploads": 2, "max_queued_jobs": 4},
+        "queue_timeout_s": 2.0,
+        "health_timeout_s": 2.0,
+        "retry_after_s": 2,
+        "rescan_interval_s": 2.0,
+        "jobs": {"timeout_s": 10.0, "heartbeat_s": 0.5, "heartbeat_timeout_s": 2.5},
+        "retention": {"prune_interval_s": 3.0},  # the queue's full sweep (quarantine, retention)
         "engine": "tests.integration.fixtures_serve:fake_engine",
         "scorer_loader": "tests.integration.fixtures_serve:fake_scorer",
         **extra,

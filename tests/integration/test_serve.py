@@ -1,12 +1,17 @@
 """The service over HTTP against a real ``serve.run`` on local Ray (one app for the whole pytest run).
 
-Lifecycle, auth and isolation, every bad-input case, worker death, restart recovery, /score.
+Lifecycle, auth and isolation, every bad-input case, worker death, restart recovery, /score; and
+what must not take it down: unreadable job records, oversize and trickling bodies, a flooding
+tenant, a stuck or silent job, a killed queue actor, a killed cluster (test_serve_cluster.py).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
+import socket
+import threading
 import time
 
 import httpx
@@ -17,8 +22,8 @@ from tests.integration.fixtures_serve import API_KEYS, FAKE_KEYWORDS
 
 pytestmark = pytest.mark.integration
 
-ALICE, BOB = list(API_KEYS)
-H_ALICE, H_BOB = {"X-API-Key": ALICE}, {"X-API-Key": BOB}
+ALICE, BOB, CAROL = list(API_KEYS)
+H_ALICE, H_BOB, H_CAROL = {"X-API-Key": ALICE}, {"X-API-Key": BOB}, {"X-API-Key": CAROL}
 
 
 def seeds_file(dids, name="seeds.txt"):
@@ -44,7 +49,10 @@ def download(app, job_id, headers=H_ALICE):
 
 
 def test_probes_and_docs(serve_app):
-    assert httpx.get(f"{serve_app.url}/healthz").json()["status"] == "ok"
+    health = httpx.get(f"{serve_app.url}/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.json()["checks"] == {"queue": "ok", "cluster": "ok"}
+    assert serve_app.root not in health.text and "/tmp" not in health.text
     assert httpx.get(f"{serve_app.url}/noop").status_code == 200
     assert httpx.get(f"{serve_app.url}/noop", params={"via": "scorer"}).status_code == 200
     spec = httpx.get(f"{serve_app.url}/openapi.json").json()
@@ -102,7 +110,12 @@ def test_auth_required(serve_app):
         for headers in ({}, {"X-API-Key": "wrong-key-123"}, {"X-API-Key": ""}):
             r = httpx.request(method, f"{serve_app.url}{path}", headers=headers, **kw)
             assert r.status_code == 401, (path, headers, r.text)
-            assert "API key" in r.json()["detail"]
+            assert "API key" in r.json()["detail"] and r.json()["error"] == "unauthorized"
+    # the key is checked before the body: no 422 echoing what an unauthenticated caller sent
+    for content in (b'{"dids": ["<script>"]', b'{"dids": [NaN]}', b"\xff"):
+        r = httpx.post(f"{serve_app.url}/score", content=content, headers={"content-type": "application/json"})
+        assert r.status_code == 401 and "script" not in r.text
+    assert httpx.get(f"{serve_app.url}/score", params={"dids": "bad did"}).status_code == 401
 
 
 many = [f"u{i}" for i in range(2001)]
@@ -118,7 +131,7 @@ enough = [f"u{i}" for i in range(120)]
         ([("seeds", ("c.csv", b"name,age\nx,1\n", "text/csv"))], {}, 400, "no 'did' column"),
         ([seeds_file(enough[:99])], {}, 400, "too few seeds: 99"),
         ([seeds_file(many)], {}, 400, "too many seeds"),
-        ([("seeds", ("big.txt", b"u1\n" * 30000, "text/plain"))], {}, 413, "over the limit"),
+        ([("seeds", ("big.txt", b"u1\n" * 30000, "text/plain"))], {}, 413, "declared body of"),
         ([seeds_file(enough)], {"strategy": "magic"}, 422, "strategy"),
         ([seeds_file(enough)], {"size": "0"}, 422, "size"),
         ([seeds_file(enough)], {"size": "-5"}, 422, "size"),
@@ -196,6 +209,11 @@ def test_score(serve_app):
         assert r.status_code == code, (payload if len(str(payload)) < 100 else "big", r.text)
     r = httpx.post(f"{url}/score", content=b"{not json", headers={**H_ALICE, "content-type": "application/json"})
     assert r.status_code == 422
+    # NaN / Infinity are not JSON: a 422 naming the problem, not a 500
+    for content in (b'{"dids": [NaN]}', b'{"dids": ["u1"], "keywords": Infinity}', b'{"dids": -Infinity}',
+                    b"[" * 100_000):
+        r = httpx.post(f"{url}/score", content=content, headers={**H_ALICE, "content-type": "application/json"})
+        assert (r.status_code, r.json()["error"]) == (422, "invalid_body"), (content[:30], r.text)
 
 
 def test_worker_death_retries_then_fails(serve_app):
@@ -209,9 +227,13 @@ def test_worker_death_retries_then_fails(serve_app):
 def test_restart_recovery(serve_app):
     done = submit(serve_app, [seeds_file(enough)], {"size": "50"}).json()["job-id"]
     assert wait_for(serve_app, done, {"Finished"})["status"] == "Finished"
+    broken = submit(serve_app, [seeds_file(enough)], {"size": "20"}).json()["job-id"]
+    assert wait_for(serve_app, broken, {"Finished"})["status"] == "Finished"
     slow = submit(serve_app, [seeds_file(["slow"] + enough)], {"size": "40"}).json()["job-id"]
     queued = submit(serve_app, [seeds_file(enough)], {"size": "30"}).json()["job-id"]
     assert wait_for(serve_app, slow, {"Running"})["status"] == "Running"
+    # a damaged record the new queue finds while it recovers must not stop it
+    serve_app.write(f"jobs/{broken}/status.json", b'{"job_id": "' + broken[:7].encode())
     serve_app.restart()
     # the finished job still answers; the interrupted one is re-run; the queued one runs too
     assert httpx.get(f"{serve_app.url}/lookalike/status/{done}", headers=H_ALICE).json()["status"] == "Finished"
@@ -219,6 +241,204 @@ def test_restart_recovery(serve_app):
     st = wait_for(serve_app, slow, {"Finished", "Failed"}, timeout=90)
     assert st["status"] == "Finished" and st["attempts"] == 2, st
     assert wait_for(serve_app, queued, {"Finished", "Failed"})["counts"]["audience"] == 30
+    st = httpx.get(f"{serve_app.url}/lookalike/status/{broken}", headers=H_ALICE).json()
+    assert (st["status"], st["error"]) == ("Failed", "unreadable status")
+    assert os.path.exists(f"{serve_app.root}/jobs/{broken}/status.unreadable.json")  # quarantined at start
+
+
+def test_unreadable_records_hurt_only_themselves(serve_app):
+    url = serve_app.url
+    jobs = [submit(serve_app, [seeds_file(enough)], {"size": "10"}).json()["job-id"] for _ in range(3)]
+    for job_id in jobs:
+        assert wait_for(serve_app, job_id, {"Finished"})["status"] == "Finished"
+    serve_app.write(f"jobs/{jobs[0]}/status.json", b'{"job_id": "' + jobs[0][:5].encode())  # truncated
+    serve_app.write(f"jobs/{jobs[1]}/status.json", b"[]")
+    listing = httpx.get(f"{url}/lookalike/jobs", headers=H_ALICE)
+    assert listing.status_code == 200, listing.text
+    shown = {j["job-id"]: (j["status"], j.get("error")) for j in listing.json()["jobs"]}
+    assert shown[jobs[0]] == shown[jobs[1]] == ("Failed", "unreadable status")
+    assert shown[jobs[2]] == ("Finished", None)
+    assert serve_app.root not in listing.text
+    assert httpx.get(f"{url}/lookalike/jobs", headers=H_BOB).status_code == 200
+    # the other tenants' jobs (and this one's new ones) still run
+    r = submit(serve_app, [seeds_file(enough)], {"size": "10"}, headers=H_BOB)
+    assert r.status_code == 202, r.text
+    assert wait_for(serve_app, r.json()["job-id"], {"Finished", "Failed"}, headers=H_BOB)["status"] == "Finished"
+    # the queue's rescan quarantines both and keeps going
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not all(
+            os.path.exists(f"{serve_app.root}/jobs/{j}/status.unreadable.json") for j in jobs[:2]):
+        time.sleep(0.5)
+    assert all(os.path.exists(f"{serve_app.root}/jobs/{j}/status.unreadable.json") for j in jobs[:2])
+    assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_body_limits_say_which_guard_answered(serve_app):
+    url = serve_app.url
+    big = b"x" * (2 * 1024 * 1024)  # over the 1 MiB limit of every route but the upload
+
+    def chunked(total, chunk=64 * 1024):
+        for _ in range(total // chunk):
+            yield b"y" * chunk
+
+    for path, headers in (("/noop", {}), ("/score", H_ALICE), ("/healthz", {})):
+        r = httpx.post(f"{url}{path}", content=big, headers=headers)  # declared Content-Length
+        assert (r.status_code, r.json()["error"], r.json()["guard"]) == (413, "body_too_large", "declared"), path
+    # chunked, no length declared: counted as it streams, cut just past the limit
+    r = httpx.post(f"{url}/noop", content=chunked(64 * 1024 * 1024), timeout=60)
+    assert (r.status_code, r.json()["guard"]) == (413, "streamed")
+    assert "limit of 1048576 bytes" in r.json()["detail"]
+    r = httpx.post(f"{url}/lookalike/extend-audience", content=chunked(8 * 1024 * 1024), timeout=60,
+                   headers={**H_ALICE, "content-type": "multipart/form-data; boundary=xyz"})
+    assert (r.status_code, r.json()["guard"]) == (413, "streamed")
+    assert "limit of 65536 bytes" in r.json()["detail"]  # the upload route's own limit
+    # declared bodies are refused before the key is looked at (no auth work for them)
+    r = httpx.post(f"{url}/score", content=big, headers={"X-API-Key": "wrong-key-123"})
+    assert r.status_code == 413
+    # a body within the limit passes every guard
+    assert httpx.post(f"{url}/noop", content=b"z" * 1000).status_code == 200
+
+
+UPLOAD_BODY = (b'--b\r\nContent-Disposition: form-data; name="seeds"; filename="s.txt"\r\n\r\n'
+               + b"".join(b"u%d\n" % i for i in range(150)) + b"\r\n--b--\r\n")
+
+
+def trickle(url, key, out, index, body=UPLOAD_BODY):
+    """An upload sending one byte every 0.3 s; records (seconds, status line) of the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    head = (f"POST /lookalike/extend-audience HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\n"
+            f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {len(body)}\r\n\r\n")
+    t0 = time.monotonic()
+    sock.sendall(head.encode())
+    sock.settimeout(0.3)
+    reply = b""
+    for i in range(len(body)):
+        try:
+            reply += sock.recv(500)
+        except TimeoutError:
+            pass
+        if reply or time.monotonic() - t0 > 20:
+            break
+        try:
+            sock.sendall(body[i:i + 1])
+        except OSError:
+            break
+    out[index] = (time.monotonic() - t0, reply.split(b"\r\n")[0].decode())
+    sock.close()
+
+
+def test_slow_uploads_hurt_only_their_own_key(serve_app):
+    out = {}
+    threads = [threading.Thread(target=trickle, args=(serve_app.url, CAROL, out, i)) for i in range(3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.1)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    r = submit(serve_app, [seeds_file(enough)], {"size": "10"}, headers=H_BOB)  # another tenant, meanwhile
+    assert r.status_code == 202 and time.monotonic() - t0 < 3, r.text
+    for t in threads:
+        t.join()
+    answers = sorted(line for _, line in out.values())
+    # per_key.max_uploads = 2: the third is refused at once; the two trickling ones time out
+    assert answers == ["HTTP/1.1 408 Request Timeout"] * 2 + ["HTTP/1.1 429 Too Many Requests"], out
+    assert all(seconds < 6 for seconds, _ in out.values())  # body_timeout_s = 2 (plus the rate allowance)
+
+
+def test_upload_places_are_bounded_and_freed_by_the_body_deadline(serve_app):
+    """Four trickling uploads of two keys hold the replica's four upload places (max_concurrent_uploads)
+    from their first byte: a third key gets 503 with Retry-After at once, never a hang, and gets
+    in once the body deadline has dropped them."""
+    out = {}
+    threads = [threading.Thread(target=trickle, args=(serve_app.url, key, out, i))
+               for i, key in enumerate([CAROL, CAROL, ALICE, ALICE])]
+    for t in threads:
+        t.start()
+    time.sleep(0.8)
+    t0 = time.monotonic()
+    r = submit(serve_app, [seeds_file(enough)], {"size": "10"}, headers=H_BOB)
+    assert time.monotonic() - t0 < 2
+    assert (r.status_code, r.json()["error"]) == (503, "busy") and int(r.headers["retry-after"]) >= 1, r.text
+    assert "upload places" in r.json()["detail"]
+    for t in threads:
+        t.join()
+    assert sorted(line for _, line in out.values()) == ["HTTP/1.1 408 Request Timeout"] * 4, out
+    assert submit(serve_app, [seeds_file(enough)], {"size": "10"}, headers=H_BOB).status_code == 202
+
+
+def test_a_flooding_tenant_gets_429_and_does_not_delay_another(serve_app):
+    """carol floods 1 s jobs; bob's job waits for at most the one carol job already running."""
+    accepted, refused = [], []
+    for _ in range(7):
+        r = submit(serve_app, [seeds_file(["nap"] + enough)], {"size": "10"}, headers=H_CAROL)
+        (accepted if r.status_code == 202 else refused).append(r)
+    assert 4 <= len(accepted) <= 5 and refused, [r.text for r in refused]  # per_key.max_queued_jobs = 4
+    assert all(r.status_code == 429 and int(r.headers["retry-after"]) >= 1 for r in refused)
+    assert refused[0].json()["error"] == "busy" and "jobs queued or running" in refused[0].json()["detail"]
+    bob = submit(serve_app, [seeds_file(["nap"] + enough)], {"size": "10"}, headers=H_BOB).json()["job-id"]
+    assert wait_for(serve_app, bob, {"Finished", "Failed"}, headers=H_BOB)["status"] == "Finished"
+    carol = [r.json()["job-id"] for r in accepted]
+    assert all(wait_for(serve_app, c, {"Finished", "Failed"}, headers=H_CAROL)["status"] == "Finished" for c in carol)
+    mine = serve_app.read_status(bob)
+    ahead = [c for c in carol if serve_app.read_status(c)["started_at"] < mine["started_at"]]
+    assert len(ahead) <= 2, len(ahead)  # not carol's whole backlog
+    assert mine["started_at"] - mine["created_at"] < 3.0
+    last = serve_app.read_status(carol[-1])
+    assert last["started_at"] > mine["started_at"]
+
+
+def test_silent_or_stuck_jobs_are_stopped_with_a_reason(serve_app):
+    frozen = submit(serve_app, [seeds_file(["freeze"] + enough)], {"size": "10"}).json()["job-id"]
+    st = wait_for(serve_app, frozen, {"Finished", "Failed"}, timeout=90)
+    assert st["status"] == "Failed" and st["attempts"] == 2, st  # retried once, then given up
+    assert st["error"].startswith("no heartbeat for") and "after 2 attempt(s)" in st["error"]
+    stuck = submit(serve_app, [seeds_file(["hang"] + enough)], {"size": "10"}).json()["job-id"]
+    running = wait_for(serve_app, stuck, {"Running"})
+    assert running["status"] == "Running"
+    time.sleep(1.5)
+    beat = httpx.get(f"{serve_app.url}/lookalike/status/{stuck}", headers=H_ALICE).json()["heartbeat_at"]
+    assert beat > running["created_at"] and time.time() - beat < 2.0  # alive, beating, no progress
+    st = wait_for(serve_app, stuck, {"Finished", "Failed"}, timeout=60)
+    assert st["status"] == "Failed" and st["attempts"] == 1 and st["error"].startswith("timed out after 10 s"), st
+
+
+def test_job_errors_speak_the_services_terms(serve_app):
+    pathy = submit(serve_app, [seeds_file(["rootpath"] + enough)], {"size": "10"}).json()["job-id"]
+    jsd = submit(serve_app, [seeds_file(["jsd"] + enough)], {"size": "10"}).json()["job-id"]
+    st = wait_for(serve_app, pathy, {"Finished", "Failed"})
+    assert st["status"] == "Failed" and "the storage root" in st["error"], st
+    assert serve_app.root not in st["error"] and "/tmp" not in st["error"]
+    st = wait_for(serve_app, jsd, {"Finished", "Failed"})
+    assert st["error"].startswith("SeedError: the jsd strategy found no feature") and "strategy=din" in st["error"]
+
+
+def test_killed_queue_actor_shows_in_healthz_and_recovers(serve_app):
+    import ray
+
+    url = serve_app.url
+    running = submit(serve_app, [seeds_file(["slow"] + enough)], {"size": "10"}).json()["job-id"]
+    assert wait_for(serve_app, running, {"Running"})["status"] == "Running"
+    name = next(a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "#JobQueue#" in a["name"])
+    ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    t0, codes = time.monotonic(), []
+    r = submit(serve_app, [seeds_file(enough)], {"size": "10"}, headers=H_BOB)
+    assert r.status_code in (202, 503), r.text
+    if r.status_code == 503:
+        assert r.json()["error"] == "queue_unavailable" and int(r.headers["retry-after"]) >= 1
+    while time.monotonic() - t0 < 90:
+        h = httpx.get(f"{url}/healthz", timeout=10)
+        codes.append(h.status_code)
+        if h.status_code == 503:
+            assert h.json()["status"] == "unavailable" and h.json()["checks"]["queue"] != "ok"
+            assert "retry-after" in h.headers
+        if 503 in codes and h.status_code == 200:
+            break
+        time.sleep(0.3)
+    assert 503 in codes and codes[-1] == 200, codes
+    # the job the dead queue was running is re-run by the new one
+    st = wait_for(serve_app, running, {"Finished", "Failed"}, timeout=90)
+    assert st["status"] == "Finished" and st["attempts"] == 2, st
 
 
 @pytest.mark.slow

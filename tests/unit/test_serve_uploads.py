@@ -1,9 +1,19 @@
-"""Seed upload parsing: plain lines, CSV with a did column, binary and malformed input, limits."""
+"""Seed upload parsing: plain lines, CSV with a did column, binary and malformed input, limits,
+streaming from files with duplicates found by digest."""
 
+import io
+
+import numpy as np
 import pytest
 
 from app.errors import SeedError
-from app.serve.uploads import parse_seed_file, read_seed_files
+from app.serve.uploads import (
+    MAX_LINE_BYTES,
+    first_occurrences,
+    parse_seed_file,
+    read_seed_files,
+    stream_seed_files,
+)
 
 
 @pytest.mark.parametrize(
@@ -42,6 +52,10 @@ def test_parse_seed_file_accepts(data, expected):
         (b"did,age\n,1\n", "line 2"),
         (b"did\n", "no dids"),
         (b"u1\n../etc/passwd\n", "line 2"),
+        (b"u1\n" + b"u" * (MAX_LINE_BYTES + 5) + b"\n", "line 2 is longer than"),
+        (b"u1\nu2\n\xff\n", "not UTF-8 text \\(line 3\\)"),
+        (b"\xe2\x80\xa8\n  \n", "empty"),  # only a Unicode line separator: empty, not a crash
+        (b'did,x\n"u1,2\n', "line"),  # unterminated quote
     ],
 )
 def test_parse_seed_file_refuses(data, words):
@@ -55,9 +69,34 @@ def test_refusal_names_the_file():
 
 
 def test_read_seed_files_merges_and_counts_duplicates():
-    up = read_seed_files([("a.txt", b"u1\nu2\nu2\n"), ("b.csv", b"did\nu2\nu3\n")], min_seeds=3, max_seeds=10)
-    assert up.seeds == ["u1", "u2", "u3"]
-    assert (up.lines, up.duplicates, up.files) == (5, 2, ["a.txt", "b.csv"])
+    seeds, up = read_seed_files([("a.txt", b"u1\nu2\nu2\n"), ("b.csv", b"did\nu2\nu3\n")], min_seeds=3, max_seeds=10)
+    assert seeds == ["u1", "u2", "u3"]
+    assert (up.distinct, up.lines, up.duplicates, up.files) == (3, 5, 2, ["a.txt", "b.csv"])
+
+
+def test_stream_seed_files_reads_file_objects_and_writes_distinct_seeds_in_order(tmp_path):
+    dids = [f"u{i % 700}" for i in range(5000)]  # 700 distinct, first seen in order u0..u699
+    path = tmp_path / "seeds.txt"
+    path.write_text("did,age\n" + "".join(f"{d},3\n" for d in dids))
+    out = io.BytesIO()
+    with path.open("rb") as f:
+        up = stream_seed_files([("s.csv", f)], out, min_seeds=700, max_seeds=5000)
+    assert out.getvalue().decode().splitlines() == [f"u{i}" for i in range(700)]
+    assert (up.distinct, up.lines, up.duplicates) == (700, 5000, 4300)
+
+
+def test_first_occurrences_matches_a_python_oracle():
+    import hashlib
+
+    rng = np.random.default_rng(0)
+    values = [f"d{v}" for v in rng.integers(0, 300, 2000)]
+    digests = b"".join(hashlib.blake2b(v.encode(), digest_size=16).digest() for v in values)
+    seen, expected = set(), []
+    for v in values:
+        expected.append(v not in seen)
+        seen.add(v)
+    assert first_occurrences(digests).tolist() == expected
+    assert first_occurrences(b"").tolist() == []
 
 
 @pytest.mark.parametrize(
