@@ -496,6 +496,9 @@ def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
         out["clusters"] = {k: report["clusters"][k] for k in ("k", "silhouette") if k in report["clusters"]}
     if isinstance(report.get("warnings"), list):
         out["warnings"] = [str(w) for w in report["warnings"]][:20]
+    spread = report.get("similarity_spread")
+    if isinstance(spread, dict):
+        out["similarity_spread"] = {k: v for k, v in spread.items() if isinstance(v, int | float)}
     return out
 
 

@@ -217,11 +217,11 @@ def test_jsd_log_scale_ranks_generated_lookalikes_better_than_raw_counts(generat
         fw = select_features(x[seeds], x, names, JsdConfig())
         sel = fw.selected
 
-        def rank(values):
+        def rank(values, rest=rest, seeds=seeds, weights=fw.weights):
             sd = values.std(0)
             sd[sd == 0] = 1
             z = (values - values.mean(0)) / sd
-            return -weighted_distance(z[rest], z[seeds].mean(0), fw.weights)
+            return -weighted_distance(z[rest], z[seeds].mean(0), weights)
 
         raw = auc(post[rest] > 0, rank(x[:, sel].astype(np.float64)))
         logged = auc(post[rest] > 0, rank(distance_scale(x[:, sel], [names[j] for j in sel])))

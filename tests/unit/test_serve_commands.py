@@ -7,14 +7,21 @@ from app.serve import jobs as J
 from app.storage import Storage
 
 
-def test_serve_prune_deletes_old_seeds_and_reports(tmp_path, capsys):
+def _summary(captured) -> dict:
+    """The command's JSON summary: everything before its last line (the log file's path)."""
+    body, last = captured.out.rstrip().rsplit("\n", 1)
+    assert last.startswith("log: ")
+    return json.loads(body)
+
+
+def test_serve_prune_deletes_old_seeds_and_reports(tmp_path, capfd):
     store = J.JobStore(Storage(str(tmp_path)))
     done = store.create("alice", {}, ["u1", "u2"])["job_id"]
     store.move(done, J.RUNNING)
     store.move(done, J.FINISHED)
     waiting = store.create("bob", {}, ["u3"])["job_id"]
     code = main(["serve", "prune", "--root", str(tmp_path), "--set", "retention.seeds_after_s=0"])
-    out = json.loads(capsys.readouterr().out)
+    out = _summary(capfd.readouterr())
     assert code == 0 and out["seeds_deleted"] == 1 and out["jobs_deleted"] == 0
     assert out["retention"]["seeds_after_s"] == 0
     assert not (tmp_path / "jobs" / done / "seeds.txt").exists()
@@ -25,4 +32,4 @@ def test_serve_prune_deletes_old_seeds_and_reports(tmp_path, capsys):
     store2.move(fresh, J.RUNNING)
     store2.move(fresh, J.FINISHED)
     assert main(["serve", "prune", "--root", str(tmp_path / "other")]) == 0
-    assert json.loads(capsys.readouterr().out)["seeds_deleted"] == 0
+    assert _summary(capfd.readouterr())["seeds_deleted"] == 0
