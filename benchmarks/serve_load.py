@@ -201,11 +201,7 @@ def free_port() -> int:
 
 
 def start_service(args: argparse.Namespace) -> str:
-    from ray import serve
-
     from app.config import apply_overrides
-    from app.ray_utils import init_ray
-    from app.serve.app import build_app
     from app.serve.commands import app_args
 
     app_cfg = app_args(args.config, None, args.root)
@@ -214,12 +210,22 @@ def start_service(args: argparse.Namespace) -> str:
     # (a --set per_key.max_queued_jobs=... override still wins)
     app_cfg["per_key"] = {**app_cfg.get("per_key", {}), "max_uploads": 1000, "max_queued_jobs": 1_000_000}
     app_cfg = apply_overrides(app_cfg, args.overrides)
+    return run_local_service(app_cfg)
+
+
+def run_local_service(app_cfg: dict[str, Any], timeout_s: float = 180) -> str:
+    """Start the application on a free loopback port under the local Ray; its URL once healthy."""
+    from ray import serve
+
+    from app.ray_utils import init_ray
+    from app.serve.app import build_app
+
     port = free_port()
     init_ray()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False})
     serve.run(build_app(app_cfg), name="lookalike", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:

@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import tempfile
 import threading
 import time
@@ -37,35 +36,13 @@ import psutil
 KEYS = [f"bench-upload-key-{i:02d}" for i in range(16)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_service(args: argparse.Namespace, root: str) -> str:
-    from ray import serve
-
-    from app.ray_utils import init_ray
-    from app.serve.app import build_app
+    from serve_load import run_local_service  # the sibling benchmark (run as a script from here)
 
     app_args = {"root": root, "api_keys": {k: f"owner{i}" for i, k in enumerate(KEYS)},
                 "scorer_loader": "app.serve.scoring:synthetic_scorer",
                 "max_upload_bytes": args.max_upload_mb * 1024 * 1024}
-    port = free_port()
-    init_ray()
-    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False})
-    serve.run(build_app(app_args), name="lookalike", route_prefix="/", blocking=False)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("service did not become healthy")
+    return run_local_service(app_args)
 
 
 def find_process(fragment: str) -> psutil.Process:

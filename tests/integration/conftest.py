@@ -14,7 +14,7 @@ def ray_local():
     ray.shutdown()
 
 
-# Each area keeps its session fixtures in its own module; later areas build on earlier ones:
+# Each area keeps its shared fixtures in its own module; later areas build on earlier ones:
 # generated_root (data) -> trained_root (train) -> scored_root (extend) -> serve fixtures.
 from tests.integration.fixtures_data import *  # noqa: E402,F401,F403
 from tests.integration.fixtures_extend import *  # noqa: E402,F401,F403

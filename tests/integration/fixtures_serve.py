@@ -1,6 +1,6 @@
 """Pytest-session fixtures for the serve integration tests (see conftest.py).
 
-``serve_app`` runs ONE Serve application for the session (start 7-10 s, stop 6-7 s on 2 cores)
+``serve_app`` runs ONE Serve application for the whole pytest run (start 7-10 s, stop 6-7 s on 2 cores)
 on a free localhost port, with fakes injected through the builder args: a fake extension engine
 (deterministic, fast; the first seed picks a behaviour: ``slow`` sleeps 6 s reporting progress,
 ``nap`` sleeps 1 s, ``crash`` kills its worker, ``freeze`` suspends its worker process (no heartbeat),

@@ -118,7 +118,7 @@ def _copy_raw(src_root, dest):
 
 
 def test_fused_stages_match_stage_by_stage(generated_root, tmp_path):
-    fused = Storage(generated_root)  # the session fixture ran the pipeline fused (the default)
+    fused = Storage(generated_root)  # the shared fixture ran the pipeline fused (the default)
     for stage in ("trainready", "samples"):
         assert fused.read_json(f"reports/{stage}.json")["written_by"] == "clean"
     alone = _copy_raw(generated_root, tmp_path / "alone")
