@@ -1,18 +1,23 @@
 """Validation of audience extension (spec 000's validation.py, done honestly).
 
-For a keyword k: seeds are users who clicked k *before* the cutting date. Each strategy extends
-them using only information from before that date (a score table generated ``as_of`` the cutting
-date, features truncated at it). The outcome is measured *after* the date: clicks and CTR on k of
+Everything is as of the cutting date. The eligible pool is the users with an impression before it
+(``eligible: active_before``; a user first seen after it is future information). For a keyword
+k: seeds are eligible users who clicked k before the date; each strategy extends them using only
+information from before it (a score table made as of the date, features counted before it).
+The outcome is measured *after* the date: clicks (and CTR) on k of
 
-- the extended audience (top M, M = factor x seeds),
-- a truly random same-size set of non-seed users,
-- a popularity baseline: the M most active non-seed users (most shows before the date),
+- each strategy's audience (the top M eligible non-seeds, M = factor x seeds),
+- random: the eligible non-seed pool itself, whose clicks per user are what a random same-size
+  audience gets in expectation (no noise from one random draw),
+- a popularity baseline: the M most active eligible non-seeds (most impressions before the date),
 - on generated data, the oracle: the M non-seeds with the highest true posterior of the seeds'
   planted segment (computed from the generator's planted parameters and pre-date behaviour).
 
-Lifts are clicks-per-user ratios vs random, with bootstrap 95% confidence intervals (users
-resampled in both sets). On generated data also precision = share of the audience in the seeds'
-majority planted segment, and its ratio to the oracle's precision.
+Lifts are clicks-per-user ratios over random, with bootstrap 95% confidence intervals, pooled over
+``repeats`` seed draws per keyword (each draw resampled on its own). On generated data also
+precision = share of the audience in the seeds' majority planted segment, and its ratio to the
+oracle's. ``verdicts`` say in plain words whether the default strategy beat random and
+popularity, and which set did when it did not.
 """
 
 from __future__ import annotations
@@ -64,12 +69,6 @@ def pooled_ratio_ci(a_parts: list[np.ndarray], b_parts: list[np.ndarray], reps: 
         ratios.append(np.where(mb > 0, ma / np.maximum(mb, 1e-300), np.inf))
     lo, hi = np.quantile(np.concatenate(ratios), [0.025, 0.975], method="inverted_cdf")
     return float(point), float(lo), float(hi)
-
-
-def bootstrap_ratio_ci(a: np.ndarray, b: np.ndarray, reps: int, rng: np.random.Generator,
-                       chunk: int = 50) -> tuple[float, float, float]:
-    """mean(a) / mean(b) and its percentile 95% CI, resampling both samples independently."""
-    return pooled_ratio_ci([a], [b], reps, rng, chunk)
 
 
 def per_user_counts(logs: pa.Table, dids: np.ndarray, keyword: str | None = None) -> tuple[np.ndarray, np.ndarray]:
