@@ -421,11 +421,9 @@ def test_killed_queue_actor_shows_in_healthz_and_recovers(serve_app):
     assert wait_for(serve_app, running, {"Running"})["status"] == "Running"
     name = next(a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "#JobQueue#" in a["name"])
     ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    # probe at once: Serve replaces the replica within seconds, and on a loaded machine anything
+    # done first (a submit waiting out its queue timeout) can outlast the whole window
     t0, codes = time.monotonic(), []
-    r = submit(serve_app, [seeds_file(enough)], {"size": "10"}, headers=H_BOB)
-    assert r.status_code in (202, 503), r.text
-    if r.status_code == 503:
-        assert r.json()["error"] == "queue_unavailable" and int(r.headers["retry-after"]) >= 1
     while time.monotonic() - t0 < 90:
         h = httpx.get(f"{url}/healthz", timeout=10)
         codes.append(h.status_code)
@@ -434,8 +432,10 @@ def test_killed_queue_actor_shows_in_healthz_and_recovers(serve_app):
             assert "retry-after" in h.headers
         if 503 in codes and h.status_code == 200:
             break
-        time.sleep(0.3)
+        time.sleep(0.1)
     assert 503 in codes and codes[-1] == 200, codes
+    r = submit(serve_app, [seeds_file(enough)], {"size": "10"}, headers=H_BOB)
+    assert r.status_code == 202, r.text  # the new queue takes work again
     # the job the dead queue was running is re-run by the new one
     st = wait_for(serve_app, running, {"Finished", "Failed"}, timeout=90)
     assert st["status"] == "Finished" and st["attempts"] == 2, st
