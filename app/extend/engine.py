@@ -128,12 +128,13 @@ def _extend_din(
     )
     timer.lap("similarity")
     progress(0.85, "similarity done")
-    sample_only = cand.column("sample_only").to_numpy(zero_copy_only=False)
+    candidate = cand.column("candidate").to_numpy(zero_copy_only=False)
+    sampled = cand.column("sampled").to_numpy(zero_copy_only=False)
     scores = cand.column("score").to_numpy()
     dids = cand.column("did").to_numpy(zero_copy_only=False)
-    audience = select_top(dids[~sample_only], scores[~sample_only], m, exclude=seedset.found_dids)
+    audience = select_top(dids[candidate], scores[candidate], m, exclude=seedset.found_dids)
     timer.lap("selection")
-    spread = similarity_spread(scores[sample_only])
+    spread = similarity_spread(scores[sampled])
     report = {
         "strategy": "din",
         "score_table": version,
@@ -152,7 +153,7 @@ def _extend_din(
         "similarity_spread": spread,
         # the sample is uniform per batch, candidates are the top; report both views
         "score_distribution": {
-            "population_sample": score_distribution(scores[sample_only]),
+            "population_sample": score_distribution(scores[sampled]),
             "audience": score_distribution(audience.column("score").to_numpy()),
         },
     }

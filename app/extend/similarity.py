@@ -4,7 +4,7 @@ Each user partition (a Ray Data block of the score table) is scored against all 
 blocked kernel in :mod:`app.extend.kernel`. The seed matrix is put in the object store once
 (``ray.put``) and fetched once per actor. Each batch returns only what the selector can use: its
 candidate top-M non-seed rows, plus a small random sample of scores for the report's
-distribution (flagged ``sample_only``).
+distribution (flagged ``sampled``; a row can be both).
 """
 
 from __future__ import annotations
@@ -70,20 +70,20 @@ def score_batch(
     users = (space or ScoreSpace.raw(raw.shape[1])).apply(raw)
     dids = dids[keep]
     scores = top_n_mean(users, seeds, top_n, backend=backend, **(blocks or {}))
-    cand = block_candidates(scores, m)
-    flag = np.zeros(scores.size, dtype=bool)
-    flag[cand] = True
-    rows = cand
+    candidate = np.zeros(scores.size, dtype=bool)
+    candidate[block_candidates(scores, m)] = True
+    sampled = np.zeros(scores.size, dtype=bool)
     if sample and scores.size:
         rng = rng or np.random.default_rng(0)
-        extra = rng.choice(scores.size, min(sample, scores.size), replace=False)
-        extra = extra[~flag[extra]]
-        rows = np.concatenate([cand, extra])
+        sampled[rng.choice(scores.size, min(sample, scores.size), replace=False)] = True
+    rows = np.flatnonzero(candidate | sampled)
     return pa.table(
         {
             "did": pa.array(dids[rows], type=pa.string()),
             "score": pa.array(scores[rows], type=pa.float32()),
-            "sample_only": pa.array(~flag[rows]),
+            "candidate": pa.array(candidate[rows]),
+            # a uniform sample of the batch, candidates included: the population's distribution
+            "sampled": pa.array(sampled[rows]),
         }
     )
 
@@ -140,7 +140,7 @@ class SimilarityActor:
 
 def _empty() -> pa.Table:
     return pa.table({"did": pa.array([], pa.string()), "score": pa.array([], pa.float32()),
-                     "sample_only": pa.array([], pa.bool_())})
+                     "candidate": pa.array([], pa.bool_()), "sampled": pa.array([], pa.bool_())})
 
 
 def similarity_candidates(

@@ -98,3 +98,20 @@ def test_score_batch_excludes_seeds_and_keeps_top_m():
     top10 = set(np.array(dids[5:])[np.argsort(-expected)[:10]])
     assert set(out.column("did").to_pylist()) == top10
     np.testing.assert_allclose(vectors(_table(dids, vecs)), vecs, atol=1e-7)
+
+
+def test_score_batch_sample_is_uniform_and_can_overlap_candidates():
+    """The report's population distribution must not skip the top users: a row is flagged
+    ``candidate`` (for the selector) and/or ``sampled`` (uniform, for the distribution)."""
+    rng = np.random.default_rng(7)
+    vecs = l2_normalize(rng.normal(size=(200, 6)))
+    dids = [f"u{i}" for i in range(200)]
+    out = score_batch(_table(dids, vecs), vecs[:5], np.array(dids[:5]), top_n=3, m=195, sample=195,
+                      rng=np.random.default_rng(0))
+    cand, samp = out.column("candidate").to_numpy(zero_copy_only=False), out.column("sampled").to_numpy(zero_copy_only=False)
+    assert cand.all() and samp.all() and out.num_rows == 195  # everything is both, nothing twice
+    small = score_batch(_table(dids, vecs), vecs[:5], np.array(dids[:5]), top_n=3, m=10, sample=50,
+                        rng=np.random.default_rng(0))
+    flags = small.to_pydict()
+    assert sum(flags["candidate"]) == 10 and sum(flags["sampled"]) == 50
+    assert len(set(flags["did"])) == small.num_rows
