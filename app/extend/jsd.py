@@ -239,7 +239,7 @@ def extend_jsd(
     audience = select_top(dids[~is_seed], -dist[~is_seed], m)
     lap("ranking")
     progress(0.8, "ranking done")
-    look = np.isin(dids, audience.column("did").to_numpy(zero_copy_only=False))
+    look = pc.is_in(pa.array(dids, type=pa.string()), value_set=audience.column("did")).to_numpy(zero_copy_only=False)
     storage.write_text(f"{out_dir}/top_features.csv", top_features_csv(fw, seed_x, pop_x))
     storage.write_bytes(f"{out_dir}/lookalike.png",
                         histogram_png(fw, seed_x, x[look], pop_x, cfg.jsd.histogram_features))

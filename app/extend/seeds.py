@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from app.errors import SeedError
 
@@ -71,13 +73,11 @@ def read_seeds(seeds: list[str], known_dids: np.ndarray, min_found: int = 1, max
     order = np.argsort(first_pos, kind="stable")
     uniq = uniq[order]
     duplicates = int(arr.size - uniq.size)
-    known = np.asarray(known_dids, dtype=object)
-    sorter = np.argsort(known, kind="stable")
-    pos = np.searchsorted(known, uniq, sorter=sorter)
-    pos = np.clip(pos, 0, max(known.size - 1, 0))
-    hit = known.size > 0
-    rows = sorter[pos] if hit else np.zeros(uniq.size, dtype=np.int64)
-    is_found = (known[rows] == uniq) if hit else np.zeros(uniq.size, dtype=bool)
+    # a hash lookup (the first row of each id), not a sort of the whole population's ids
+    where = pc.index_in(pa.array(uniq.astype(str), type=pa.string()),
+                        value_set=pa.array(np.asarray(known_dids).astype(str), type=pa.string()))
+    is_found = where.is_valid().to_numpy(zero_copy_only=False)
+    rows = where.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     found = SeedSet(
         found_dids=uniq[is_found].astype(str),
         found_index=rows[is_found].astype(np.int64),

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from app.errors import SeedError
 
@@ -40,8 +41,13 @@ def select_top(dids: np.ndarray, scores: np.ndarray, m: int, exclude: np.ndarray
     dids = np.asarray(dids).astype(str)
     scores = np.asarray(scores, dtype=np.float32)
     if exclude is not None and len(exclude):
-        keep = ~np.isin(dids, np.asarray(exclude).astype(str))
+        keep = ~pc.is_in(pa.array(dids), value_set=pa.array(np.asarray(exclude).astype(str))).to_numpy(
+            zero_copy_only=False)
         dids, scores = dids[keep], scores[keep]
+    # sort only the rows that can make the top m (its M-th score and every tie): same result as
+    # sorting every row by (score, did), without a string sort of the whole population
+    cand = block_candidates(scores, m)
+    dids, scores = dids[cand], scores[cand]
     order = np.lexsort((dids, -scores.astype(np.float64)))[:m]
     return pa.table(
         {

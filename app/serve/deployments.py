@@ -422,10 +422,11 @@ class Ingress:
 
     @api.get("/lookalike/jobs", response_model=JobList, tags=["lookalike"], dependencies=KEYED,
              summary="Your jobs, newest first")
-    async def jobs(self, request: Request, limit: int = 100) -> Any:
+    async def jobs(self, request: Request, limit: int = 100, cursor: str | None = None) -> Any:
+        """A page of the key's jobs, newest first; ``next_cursor`` fetches the next one."""
         limit = min(max(limit, 1), 1000)
-        statuses = await run_in_threadpool(self.store.list_for, request.state.owner, limit)
-        return JobList(jobs=[JobStatus.from_status(s) for s in statuses])
+        statuses, next_cursor = await run_in_threadpool(self.store.list_for, request.state.owner, limit, cursor)
+        return JobList(jobs=[JobStatus.from_status(s) for s in statuses], next_cursor=next_cursor)
 
     # ------------------------------------------------------------------ scoring
     @api.post("/score", response_model=ScoreResponse, tags=["scoring"], dependencies=KEYED,

@@ -14,6 +14,10 @@ class InvalidJobId(JobNotFound):
     """A job id that is not 32 lowercase hex characters (never turned into a path). HTTP 400."""
 
 
+class InvalidCursor(LookalikeError):
+    """A ``GET /lookalike/jobs`` cursor that is not one a previous page returned. HTTP 400."""
+
+
 class InvalidTransition(LookalikeError):
     """A status change the state machine does not allow (e.g. out of Finished)."""
 

@@ -30,6 +30,7 @@ from app.errors import ConfigError, JobNotFound, LookalikeError, ModelNotReady, 
 from app.serve.errors import (
     BodyTooSlow,
     Busy,
+    InvalidCursor,
     InvalidJobId,
     InvalidRequestBody,
     QueueUnavailable,
@@ -75,6 +76,8 @@ def error_status(exc: LookalikeError) -> tuple[int, str, dict[str, str]]:
         return 503, "queue_unavailable", retry_after(exc.retry_after_s)
     if isinstance(exc, InvalidJobId):
         return 400, "invalid_job_id", {}
+    if isinstance(exc, InvalidCursor):
+        return 400, "invalid_cursor", {}
     if isinstance(exc, JobNotFound):
         return 404, "job_not_found", {}
     if isinstance(exc, ModelNotReady):

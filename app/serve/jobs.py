@@ -43,7 +43,7 @@ import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.errors import JobNotFound, LookalikeError, SeedError
-from app.serve.errors import InvalidJobId, InvalidTransition, UnreadableJobRecord
+from app.serve.errors import InvalidCursor, InvalidJobId, InvalidTransition, UnreadableJobRecord
 from app.storage import Storage
 
 __all__ = ["InvalidJobId", "InvalidTransition", "UnreadableJobRecord"]  # re-exported for callers
@@ -210,8 +210,10 @@ class JobStore:
             "created_at": ts,
             "updated_at": ts,
         }
-        self.storage.write_json(self._rel(job_id, "status.json"), status)
+        # the index entry first: a crash before status.json leaves an entry without a job, which
+        # listings skip and sync_index drops; the other order could leave a job no listing shows
         self._index_add(owner, job_id, created_ns / 1e9)
+        self.storage.write_json(self._rel(job_id, "status.json"), status)
         return status
 
     def _copy_in(self, local_path: str, rel: str, chunk: int = 1 << 20) -> None:
@@ -410,25 +412,34 @@ class JobStore:
         self.storage.write_json(INDEX_BUILT, {"at": now()})
         return {"added": added, "removed": removed}
 
-    def list_for(self, owner: str, limit: int = 100) -> list[dict[str, Any]]:
-        """``owner``'s newest jobs (at most ``limit``), from the owner's index folder: the status
-        files of other owners are never read. An unreadable status shows as Failed."""
+    def list_for(self, owner: str, limit: int = 100, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of ``owner``'s jobs, newest first: (at most ``limit`` statuses, the cursor of the
+        next page or None). ``cursor`` is the value a previous page returned (InvalidCursor when it
+        is not one). Read from the owner's index folder, so the status files of other owners and
+        of other pages are never read. An unreadable status shows as Failed."""
+        if cursor is not None and not _MARKER_RE.match(cursor):
+            raise InvalidCursor(f"cursor {cursor[:80]!r} is not one this service returned")
         if not self.index_exists():
             self.sync_index()
-        out = []
-        for name, job_id in self._markers(self._owner_dir(owner)):
+        markers = self._markers(self._owner_dir(owner))
+        if cursor is not None:
+            markers = [m for m in markers if m[0] < cursor]
+        out: list[dict[str, Any]] = []
+        last = None
+        for name, job_id in markers:
+            if len(out) >= limit:
+                return out, last
             try:
                 status = self.status(job_id)
             except JobNotFound:
-                continue  # an entry whose job is gone: sync_index drops it
+                continue  # an entry whose job is gone or not yet written: sync_index drops it
             except UnreadableJobRecord:
                 status = unreadable_view(job_id, owner, round(int(name[:19]) / 1e9, 3))
             if status["owner"] != owner:
                 continue
             out.append(status)
-            if len(out) >= limit:
-                break
-        return out
+            last = name
+        return out, None
 
     # ------------------------------------------------------------------ retention
     def prune(self, seeds_after_s: float | None, jobs_after_s: float | None,

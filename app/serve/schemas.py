@@ -84,6 +84,8 @@ class JobStatus(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobStatus]
+    next_cursor: str | None = Field(
+        None, description="pass as ?cursor= for the next (older) page; null on the last page")
 
 
 class ScoreRequest(BaseModel):

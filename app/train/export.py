@@ -90,19 +90,30 @@ def _read_json(path: str) -> dict[str, Any]:
 class BatchScorer:
     """Click probabilities from an exported DIN model, in process.
 
+    :meth:`score_all_keywords` uses the model's :class:`~app.train.keyword_grid.KeywordGrid`
+    (users x keywords in one pass, ``grid_users`` users at a time) when the model is a DIN, and
+    the serving signature row by row otherwise.
+
     Attributes:
         num_keywords: vocabulary size including padding (keyword indices 1..num_keywords-1).
         hist_len: history length the model expects.
         keywords: keyword strings in index order (``keywords[i - 1]`` is index ``i``).
     """
 
-    def __init__(self, fn, meta: dict[str, Any], chunk_rows: int = 131072):
+    #: users per KeywordGrid call: big enough to amortize TF's per-call cost, small enough that the
+    #: (items x keywords x attention units) intermediate stays in the tens of MB
+    grid_users = 512
+
+    def __init__(self, fn, meta: dict[str, Any], chunk_rows: int = 131072, saved_model: str | None = None):
         self._fn = fn
         self.meta = meta
         self.hist_len = int(meta["hist_len"])
         self.num_keywords = int(meta["num_keywords"])
         self.keywords = list(meta.get("keywords") or [])
         self.chunk_rows = chunk_rows
+        self.saved_model = saved_model
+        self._grid: Any = None  # KeywordGrid, False when the model is not a DIN, None: not tried
+        self._loaded: Any = None
 
     @classmethod
     def load(cls, model_dir: str, chunk_rows: int = 131072) -> BatchScorer:
@@ -118,10 +129,30 @@ class BatchScorer:
             meta = _read_json(meta_path)
         except (FileNotFoundError, OSError) as exc:
             raise SchemaError(f"{meta_path!r} not found: not an exported model directory") from exc
-        loaded = tf.saved_model.load(posixpath.join(model_dir, SAVED_MODEL))
-        scorer = cls(loaded.signatures[meta.get("signature", SIGNATURE)], meta, chunk_rows)
+        path = posixpath.join(model_dir, SAVED_MODEL)
+        loaded = tf.saved_model.load(path)
+        scorer = cls(loaded.signatures[meta.get("signature", SIGNATURE)], meta, chunk_rows, saved_model=path)
         scorer._loaded = loaded  # keep the variables alive
         return scorer
+
+    def keyword_grid(self):
+        """The DIN's all-keywords fast path (app.train.keyword_grid), built on first use from the
+        Keras model in the SavedModel; None for a model that is not a DIN (or not loadable as
+        Keras), which is then scored row by row through the signature."""
+        if self._grid is None:
+            self._grid = False
+            if self.saved_model is not None:
+                import tensorflow as tf
+
+                from app.train import keyword_grid
+
+                try:
+                    model = tf.keras.models.load_model(self.saved_model, compile=False)
+                except (OSError, ValueError, TypeError):
+                    return None
+                if keyword_grid.is_din(model):
+                    self._grid = keyword_grid.KeywordGrid(model)
+        return self._grid or None
 
     # ------------------------------------------------------------------ checks
     def _check(
@@ -166,6 +197,11 @@ class BatchScorer:
         feats, n = self._check(users, USER_FEATURES)
         k = self.num_keywords - 1
         out = np.empty((n, k), dtype=np.float32)
+        grid = self.keyword_grid()
+        if grid is not None:
+            for s in range(0, n, self.grid_users):
+                out[s : s + self.grid_users] = grid(*(feats[name][s : s + self.grid_users] for name in USER_FEATURES))
+            return out
         per_chunk = max(1, self.chunk_rows // k)
         targets = np.arange(1, k + 1, dtype=np.int64)
         for s in range(0, n, per_chunk):

@@ -1,10 +1,13 @@
 """Job ids, the job store, its state machine and the recovery / retry rules (no Ray)."""
 
+import time
+
 import pytest
 
 from app.config import StrictModel
 from app.errors import JobNotFound, SeedError
 from app.serve import jobs as J
+from app.serve.errors import InvalidCursor
 
 
 @pytest.mark.parametrize(
@@ -57,8 +60,8 @@ def test_owner_isolation(storage):
     # the same message shape whether the job is someone else's or does not exist
     assert str(other.value).startswith("no job") and str(missing.value).startswith("no job")
     _job(storage, owner="bob")
-    assert [s["owner"] for s in store.list_for("alice")] == ["alice"]
-    assert len(store.list_for("bob")) == 1
+    assert [s["owner"] for s in store.list_for("alice")[0]] == ["alice"]
+    assert len(store.list_for("bob")[0]) == 1
 
 
 def test_lifecycle_transitions(storage):
@@ -196,7 +199,7 @@ def test_unreadable_status_is_reported_failed_without_a_path(storage, content):
     assert (view["state"], view["error"]) == (J.FAILED, "unreadable status")
     with pytest.raises(JobNotFound):
         store.status_for(job_id, "bob")
-    assert [(s["job_id"], s["state"]) for s in store.list_for("alice")] == [(job_id, J.FAILED)]
+    assert [(s["job_id"], s["state"]) for s in store.list_for("alice")[0]] == [(job_id, J.FAILED)]
     assert list(store.scan()) == [(job_id, None)]
 
 
@@ -206,8 +209,8 @@ def test_one_unreadable_record_never_hides_the_others(storage):
     bad = store.create("alice", {}, ["u1"])["job_id"]
     storage.write_bytes(f"jobs/{bad}/status.json", b"[]")
     assert {s["job_id"] for s in store.all_status()} == set(good)
-    assert [s["job_id"] for s in store.list_for("alice")] == [bad, good[2], good[0]]
-    assert [s["job_id"] for s in store.list_for("bob")] == [good[1]]
+    assert [s["job_id"] for s in store.list_for("alice")[0]] == [bad, good[2], good[0]]
+    assert [s["job_id"] for s in store.list_for("bob")[0]] == [good[1]]
 
 
 def test_quarantine_replaces_the_bad_status_and_keeps_its_bytes(storage):
@@ -218,7 +221,7 @@ def test_quarantine_replaces_the_bad_status_and_keeps_its_bytes(storage):
     assert status["state"] == J.FAILED and status["error"] == "unreadable status"
     assert store.status(job_id) == status  # readable again, and final
     assert status["created_at"] == pytest.approx(st["created_at"], abs=1e-3)  # from its index entry
-    assert [s["job_id"] for s in store.list_for("alice")] == [job_id]  # listed once
+    assert [s["job_id"] for s in store.list_for("alice")[0]] == [job_id]  # listed once
     assert storage.read_bytes(f"jobs/{job_id}/status.unreadable.json") == b'{"job_id": "tru'
     # without a readable owner nothing can be said about it: left as it is
     storage.write_bytes(f"jobs/{job_id}/request.json", b"[]")
@@ -266,8 +269,6 @@ def test_heartbeat_thread_beats_while_the_engine_runs(storage):
     beats = []
 
     def quiet_engine(storage_, seeds, cfg, out_dir, progress=None):
-        import time
-
         for _ in range(6):
             time.sleep(0.05)
             beats.append(store.status(job_id).get("heartbeat_at"))
@@ -288,8 +289,44 @@ def test_listing_reads_only_the_owners_status_files(storage, monkeypatch):
     read = []
     real = J.JobStore.status
     monkeypatch.setattr(J.JobStore, "status", lambda self, job_id: read.append(job_id) or real(self, job_id))
-    assert [s["job_id"] for s in store.list_for("alice", limit=2)] == mine[::-1][:2]
+    assert [s["job_id"] for s in store.list_for("alice", limit=2)[0]] == mine[::-1][:2]
     assert sorted(read) == sorted(mine[::-1][:2])
+
+
+def test_pages_walk_every_job_once_newest_first(storage):
+    store = J.JobStore(storage)
+    ids = [store.create("alice", {}, ["u1"])["job_id"] for _ in range(7)]
+    store.create("bob", {}, ["u1"])
+    seen, cursor, pages = [], None, 0
+    while True:
+        page, cursor = store.list_for("alice", limit=3, cursor=cursor)
+        seen += [s["job_id"] for s in page]
+        pages += 1
+        if cursor is None:
+            break
+    assert seen == ids[::-1] and pages == 3
+    # a job created while paging does not shift the older pages
+    first, cursor = store.list_for("alice", limit=3)
+    store.create("alice", {}, ["u1"])
+    assert [s["job_id"] for s in store.list_for("alice", limit=3, cursor=cursor)[0]] == ids[::-1][3:6]
+
+
+def test_a_full_last_page_has_no_cursor_and_a_bad_cursor_is_refused(storage):
+    store = J.JobStore(storage)
+    for _ in range(2):
+        store.create("alice", {}, ["u1"])
+    assert store.list_for("alice", limit=2)[1] is None
+    with pytest.raises(InvalidCursor):
+        store.list_for("alice", cursor="../../etc")
+
+
+def test_a_crash_between_index_entry_and_status_leaves_no_ghost(storage):
+    store = J.JobStore(storage)
+    job_id = store.create("alice", {}, ["u1"])["job_id"]
+    storage.delete(f"jobs/{job_id}/status.json")  # as if the process died before writing it
+    assert store.list_for("alice")[0] == []
+    assert store.prune(None, None, incomplete_after_s=0, at=time.time() + 10)["incomplete_deleted"] == 1
+    assert store.sync_index() == {"added": 0, "removed": 1}
 
 
 def test_sync_index_adds_missing_and_drops_dangling_entries(storage):
@@ -300,8 +337,8 @@ def test_sync_index_adds_missing_and_drops_dangling_entries(storage):
     storage.delete(f"{J.INDEX}/owner=bob")
     storage.write_bytes(f"{J.INDEX}/owner=alice/{J.marker_name(1.0, '0' * 32)}", b"")
     assert store.sync_index() == {"added": 1, "removed": 1}
-    assert [s["job_id"] for s in store.list_for("bob")] == [b]
-    assert [s["job_id"] for s in store.list_for("alice")] == [a]
+    assert [s["job_id"] for s in store.list_for("bob")[0]] == [b]
+    assert [s["job_id"] for s in store.list_for("alice")[0]] == [a]
     assert store.sync_index() == {"added": 0, "removed": 0}
 
 
@@ -310,7 +347,7 @@ def test_a_missing_index_is_rebuilt_on_listing(storage):
     ids = [store.create("alice", {}, ["u1"])["job_id"] for _ in range(3)]
     storage.delete(J.INDEX)
     assert not store.index_exists()
-    assert [s["job_id"] for s in store.list_for("alice")] == ids[::-1]
+    assert [s["job_id"] for s in store.list_for("alice")[0]] == ids[::-1]
     assert store.index_exists()
 
 
@@ -336,7 +373,7 @@ def test_prune_deletes_seeds_then_jobs_of_final_jobs_only(storage):
     counts = store.prune(100, 1000, 10, at=finished_at + 2000)
     assert (counts["jobs_deleted"], counts["incomplete_deleted"]) == (1, 1)
     assert not storage.exists(f"jobs/{done}") and not storage.exists(f"jobs/{half}")
-    assert [s["job_id"] for s in store.list_for("alice")] == [running]
+    assert [s["job_id"] for s in store.list_for("alice")[0]] == [running]
     assert store.prune(None, None, None, at=finished_at + 10**9) == {
         "seeds_deleted": 0, "jobs_deleted": 0, "incomplete_deleted": 0, "unreadable_kept": 0}
 
