@@ -240,6 +240,20 @@ class Storage:
             self.delete(rel)
         return len(journals)
 
+    def list_names(self, *parts: str) -> list[str]:
+        """Names in a folder ([] when it does not exist), without a stat per entry on a local
+        root (a listing of 10k job-index entries: milliseconds instead of a stat each)."""
+        top = self.path(*parts)
+        if not self._scheme:
+            try:
+                return os.listdir(top)
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        try:
+            return [posixpath.basename(i.path) for i in self.fs.get_file_info(pafs.FileSelector(top))]
+        except FileNotFoundError:
+            return []
+
     def iter_dirs(self, *parts: str) -> Iterator[str]:
         top = self.path(*parts)
         if self.fs.get_file_info(top).type != pafs.FileType.Directory:

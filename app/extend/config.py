@@ -18,7 +18,9 @@ class ScoresConfig(StrictModel):
     loader: str = "app.train.export:load_current_scorer"
     samples_run: str = Field("default", description="samples/<run>/stats.json gives the history window")
     batch_rows: int = Field(4096, ge=1, description="users per map_batches call")
-    num_actors: int = Field(1, ge=1, description="scoring actors (each loads the model once)")
+    num_actors: int | None = Field(None, ge=1, description="scoring actors (each loads the model once); "
+                                   "default: one per GPU, else one per cpus_per_actor CPUs of the cluster")
+    cpus_per_actor: float = Field(2.0, gt=0, description="CPUs reserved by, and TensorFlow threads of, a CPU actor")
     use_gpu: Literal["auto", "yes", "no"] = "auto"
 
 

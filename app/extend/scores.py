@@ -156,7 +156,15 @@ class ScoreActor:
 
     def __init__(self, root: str, loader: str, model_name: str, version: str, length: int,
                  hist_len: int, interval_seconds: int, before_seconds: int | None, history_fn: str,
-                 batch_rows: int, active_only: bool = True):
+                 batch_rows: int, active_only: bool = True, threads: int = 0):
+        if threads:  # TensorFlow's pools default to every core of the node, whatever Ray reserved
+            import tensorflow as tf
+
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
+            except RuntimeError:  # TensorFlow already started in this worker: keep its pools
+                pass
         got, self.scorer = load_callable(loader)(Storage(root), name=model_name)
         if got != version:
             raise ModelNotReady(f"current {model_name!r} model changed during scoring ({version} -> {got})")
@@ -210,7 +218,7 @@ def generate_score_table(
     from ray.data import ActorPoolStrategy
 
     from app.console import get_console
-    from app.extend.similarity import actor_pool_size, paths_dataset
+    from app.extend.similarity import paths_dataset
 
     t0 = time.perf_counter()
     loader = loader or cfg.loader
@@ -223,8 +231,11 @@ def generate_score_table(
     files = storage.list_files(C.T_TRAINREADY, suffix=".parquet")
     if not files:
         raise SchemaError(f"{C.T_TRAINREADY} is empty: run the data pipeline")
-    gpus = ray.cluster_resources().get("GPU", 0)
+    resources = ray.cluster_resources()
+    gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 1)
     use_gpu = cfg.use_gpu == "yes" or (cfg.use_gpu == "auto" and gpus >= 1)
+    cpus_per_actor = min(cfg.cpus_per_actor, cpus)
+    actors = cfg.num_actors or (max(1, int(gpus)) if use_gpu else max(1, int(cpus // cpus_per_actor)))
     version = new_version()
     out = paths_dataset(files).map_batches(
         ScoreActor,
@@ -233,11 +244,13 @@ def generate_score_table(
             "length": length, "hist_len": hist_len, "before_seconds": before,
             "interval_seconds": int(stats.get("interval_time_in_seconds", 86400)), "history_fn": history_fn,
             "batch_rows": cfg.batch_rows, "active_only": active_only,
+            "threads": 0 if use_gpu else max(1, round(cpus_per_actor)),
         },
         batch_format="numpy",
         batch_size=1,
-        compute=ActorPoolStrategy(size=actor_pool_size(cfg.num_actors)),
+        compute=ActorPoolStrategy(size=actors),
         num_gpus=1 if use_gpu else None,
+        num_cpus=None if use_gpu else cpus_per_actor,
     )
     staging = storage.new_staging(f"scores-{version}")
     with get_console().progress("score table"):

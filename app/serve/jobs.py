@@ -39,7 +39,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
-import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.errors import JobNotFound, LookalikeError, SeedError
@@ -233,11 +232,9 @@ class JobStore:
     def status(self, job_id: str) -> dict[str, Any]:
         """The validated status; JobNotFound if there is none, UnreadableJobRecord if it is bad."""
         rel = self._rel(job_id, "status.json")
-        if not self.storage.exists(rel):
-            raise JobNotFound(f"no job {job_id!r}")
         try:
             data = self.storage.read_bytes(rel)
-        except FileNotFoundError:  # deleted in between (retention)
+        except (FileNotFoundError, IsADirectoryError):  # never written, or deleted (retention)
             raise JobNotFound(f"no job {job_id!r}") from None
         try:
             raw = json.loads(data)
@@ -364,16 +361,10 @@ class JobStore:
 
     def _markers(self, owner_dir: str) -> list[tuple[str, str]]:
         """(marker name, job id) in one owner's folder, newest first."""
-        top = self.storage.path(owner_dir)
-        try:
-            infos = self.storage.fs.get_file_info(pafs.FileSelector(top))
-        except FileNotFoundError:
-            return []
         out = []
-        for info in infos:
-            name = posixpath.basename(info.path)
+        for name in self.storage.list_names(owner_dir):
             m = _MARKER_RE.match(name)
-            if m and info.type == pafs.FileType.File:
+            if m:
                 out.append((name, m.group(2)))
         return sorted(out, reverse=True)
 

@@ -6,8 +6,9 @@ depend on the keyword ``K`` times: the history keys, their key-only attention te
 and history statistics. :class:`KeywordGrid` evaluates the same trained layers on a
 ``users x keywords`` grid instead:
 
-* history keys (keyword embedding + count projection) once per user, and only for the valid
-  (non-padding) history items;
+* history keys (keyword embedding + count projection) and their attention logits once per
+  *distinct* history item (keyword, shows, clicks) of a batch (:func:`distinct_items`): a key does
+  not depend on the user, and a batch of thousands of users has a few thousand distinct items;
 * the attention MLP's first layer split by its ``[q, k, q - k, q * k]`` kernel blocks
   ``Wq, Wk, Wd, Wp``: ``q (Wq + Wd)`` once per keyword, ``k (Wk - Wd)`` once per item, and
   ``(q * k) Wp = k (diag(q) Wp)`` as one matmul of the items with a ``(D, K * U)`` matrix;
@@ -40,12 +41,63 @@ def is_din(model: tf.keras.Model) -> bool:
     return all(n in names for n in REQUIRED_LAYERS)
 
 
+#: see KeywordGrid.__call__
+PAD_USERS = 64
+PAD_ITEMS = 512
+
+
+def _round_up(n: int, step: int) -> int:
+    return max(step, -(-n // step) * step)
+
+
+def _pad_rows(a: np.ndarray, rows: int, fill: int = 0) -> np.ndarray:
+    if len(a) == rows:
+        return a
+    pad = np.full((rows - len(a), *a.shape[1:]), fill, dtype=a.dtype)
+    return np.concatenate([a, pad])
+
+
+def distinct_items(hist_kwi: np.ndarray, shows: np.ndarray, clicks: np.ndarray):
+    """The distinct (keyword, shows, clicks) of the valid history items, and each valid item's
+    position among them (items in row-major order, as ``tf.where`` lists them).
+
+    Counts are clipped at 0 first, as the model does before its log1p: equal after clipping, equal
+    key. Thousands of users share a few thousand distinct items, so the attention MLP (the
+    costliest part per item) runs once per distinct item instead of once per user's item.
+    """
+    valid = hist_kwi != 0
+    kw, s, c = hist_kwi[valid], np.maximum(shows[valid], 0), np.maximum(clicks[valid], 0)
+    if kw.size == 0:
+        empty = np.zeros(0, np.int64)
+        return (empty, empty, empty), empty
+    bits = [int(v.max()).bit_length() for v in (kw, s, c)]
+    if sum(bits) <= 62:
+        packed = (kw << (bits[1] + bits[2])) | (s << bits[2]) | c
+        packed, inverse = np.unique(packed, return_inverse=True)
+        mask = lambda b: (1 << b) - 1  # noqa: E731
+        kinds = (packed >> (bits[1] + bits[2]), (packed >> bits[2]) & mask(bits[1]), packed & mask(bits[2]))
+    else:  # counts too large to pack into one int64: a (slower) row-wise unique
+        rows, inverse = np.unique(np.stack([kw, s, c], 1), axis=0, return_inverse=True)
+        kinds = (rows[:, 0], rows[:, 1], rows[:, 2])
+    return tuple(np.ascontiguousarray(a, dtype=np.int64) for a in kinds), inverse.reshape(-1).astype(np.int64)
+
+
+def _dice(layer: Dice, x):
+    """Dice at inference in two fused steps: ``p = sigmoid(x * a + b)`` with the moving statistics
+    folded into ``a = 1 / sqrt(var + eps)``, ``b = -mean * a``; ``x * (alpha + p * (1 - alpha))``.
+    Algebraically the layer's ``p * x + (1 - p) * alpha * x``, with half the passes over x."""
+    norm = layer.norm
+    a = tf.math.rsqrt(norm.moving_variance + norm.epsilon)
+    p = tf.sigmoid(x * a - norm.moving_mean * a)
+    return x * (layer.alpha + p * (1.0 - layer.alpha))
+
+
 def _apply(layers, x):
     """Run a layer list at inference (Dice uses its moving statistics; dropout is the identity)."""
     for layer in layers:
         if isinstance(layer, tf.keras.layers.Dropout):
             continue
-        x = layer(x, training=False) if isinstance(layer, Dice) else layer(x)
+        x = _dice(layer, x) if isinstance(layer, Dice) else layer(x)
     return x
 
 
@@ -75,22 +127,33 @@ class KeywordGrid:
         self._fn = tf.function(self._scores, reduce_retracing=True)
 
     def __call__(self, age, gender, hist_kwi, hist_show_counts, hist_click_counts) -> np.ndarray:
-        args = [tf.constant(np.asarray(a, dtype=np.int64))
-                for a in (age, gender, hist_kwi, hist_show_counts, hist_click_counts)]
-        return self._fn(*args).numpy()
+        dense = [np.asarray(a, dtype=np.int64) for a in (age, gender, hist_kwi, hist_show_counts, hist_click_counts)]
+        n = len(dense[0])
+        # Every shape is padded to a few sizes (users to a multiple of PAD_USERS with empty
+        # histories, distinct items to a multiple of PAD_ITEMS), and nothing inside depends on the
+        # number of valid items: a call with shapes TF has not run yet costs tens of ms more
+        # (measured: 100+ ms against 15 ms), and every batch has its own counts.
+        dense = [_pad_rows(a, _round_up(n, PAD_USERS)) for a in dense]
+        kinds, inverse = distinct_items(*dense[2:])
+        size = _round_up(len(kinds[0]) + 1, PAD_ITEMS)  # at least one unused row, for padding
+        kinds = [_pad_rows(a, size, fill=1 if i == 0 else 0) for i, a in enumerate(kinds)]
+        item_of = np.full(dense[2].shape, size - 1, dtype=np.int64)  # padding -> the unused last row
+        item_of[dense[2] != 0] = inverse
+        args = [tf.constant(a) for a in (*dense, *kinds, item_of)]
+        return self._fn(*args).numpy()[:n]
 
     # ------------------------------------------------------------------ the grid
-    def _scores(self, age, gender, hist_kwi, shows, clicks):
+    def _scores(self, age, gender, hist_kwi, shows, clicks, kind_kwi, kind_shows, kind_clicks, item_of):
         emb = self.embedding
         d = tf.shape(emb)[1]
-        n, t = tf.shape(hist_kwi)[0], tf.shape(hist_kwi)[1]
+        n = tf.shape(hist_kwi)[0]
         queries = emb[1:]  # (K, D): keyword index k+1 in column k
         k = tf.shape(queries)[0]
-        keys = tf.gather(emb, hist_kwi) + self.count_projection(self.history_counts(shows, clicks))  # (N, T, D)
-        mask = tf.not_equal(hist_kwi, 0)
-        where = tf.where(mask)  # (M, 2) valid (user, position)
-        items = tf.gather_nd(keys, where)  # (M, D)
-        rows = where[:, 0]
+        mask = tf.not_equal(hist_kwi, 0)  # (N, T)
+        # a history item's key, hence its attention logits, depend on (keyword, shows, clicks) only
+        items = tf.gather(emb, kind_kwi) + self.count_projection(
+            self.history_counts(kind_shows[:, None], kind_clicks[:, None]))[:, 0]  # (I, D) distinct items
+        keys = tf.gather(items, item_of)  # (N, T, D); padding positions hold an unused row's key
 
         # attention, first layer: dense_0([q, k, q - k, q * k]) by kernel blocks
         att = self.attention
@@ -101,14 +164,14 @@ class KeywordGrid:
         per_query = tf.matmul(queries, wq + wd)  # (K, U)
         if dense0.use_bias:
             per_query = per_query + dense0.bias
-        per_item = tf.matmul(items, wk - wd)  # (M, U)
+        per_item = tf.matmul(items, wk - wd)  # (I, U)
         cross = tf.reshape(tf.einsum("kd,du->dku", queries, wp), [d, k * units])
         x = tf.reshape(tf.matmul(items, cross), [-1, k, units]) + per_item[:, None, :] + per_query[None]
         x = _apply(att.hidden[1:], tf.reshape(x, [-1, units]))
-        item_logits = tf.reshape(att.out(x), [-1, k])  # (M, K)
+        item_logits = tf.reshape(att.out(x), [-1, k])  # (I, K)
 
-        # weights over each user's valid items, per keyword
-        logits = tf.transpose(tf.scatter_nd(where, item_logits, tf.cast(tf.stack([n, t, k]), tf.int64)), [0, 2, 1])
+        # weights over each user's valid items, per keyword (padding: weight exactly 0)
+        logits = tf.transpose(tf.gather(item_logits, item_of), [0, 2, 1])  # (N, K, T)
         maskf = tf.cast(mask, logits.dtype)[:, None, :]  # (N, 1, T)
         if att.normalization == "softmax":
             logits = tf.where(mask[:, None, :], logits, tf.cast(MASK_LOGIT, logits.dtype))
@@ -117,7 +180,7 @@ class KeywordGrid:
             weights = logits * maskf
         interest = tf.einsum("nkt,ntd->nkd", weights, keys)  # (N, K, D)
 
-        stats = self._history_stats(hist_kwi, shows, clicks, where, rows, n, k)  # (N, K, 7)
+        stats = self._history_stats(hist_kwi, shows, clicks, mask, n, k)  # (N, K, 7)
         age_e = self.age[1](self.age[0](age))
         gender_e = self.gender[1](self.gender[0](gender))
 
@@ -138,20 +201,19 @@ class KeywordGrid:
         return tf.sigmoid(tf.cast(logit, tf.float32))
 
     @staticmethod
-    def _history_stats(hist_kwi, shows, clicks, where, rows, n, k):
+    def _history_stats(hist_kwi, shows, clicks, mask, n, k):
         """HistoryStats for every (user, target keyword): totals once per user, target terms by
-        summing each valid item into its (user, keyword) cell."""
-        kwi = tf.gather_nd(hist_kwi, where)
-        s = tf.cast(tf.maximum(tf.gather_nd(shows, where), 0), tf.float32)
-        c = tf.cast(tf.maximum(tf.gather_nd(clicks, where), 0), tf.float32)
-        cells = rows * tf.cast(k + 1, tf.int64) + kwi
+        summing each history item into its (user, keyword) cell (padding lands in keyword 0's
+        cell, which is dropped, and counts nothing)."""
+        valid = tf.cast(mask, tf.float32)
+        s = tf.cast(tf.maximum(shows, 0), tf.float32) * valid
+        c = tf.cast(tf.maximum(clicks, 0), tf.float32) * valid
+        cells = tf.range(n, dtype=tf.int64)[:, None] * tf.cast(k + 1, tf.int64) + hist_kwi  # (N, T)
         size = n * (k + 1)
         grid = lambda v: tf.reshape(tf.math.unsorted_segment_sum(v, cells, size), [n, k + 1])[:, 1:]  # noqa: E731
         target_shows, target_clicks = grid(s), grid(c)
-        present = tf.cast(grid(tf.ones_like(s)) > 0, tf.float32)
-        total_shows = tf.math.unsorted_segment_sum(s, rows, n)
-        total_clicks = tf.math.unsorted_segment_sum(c, rows, n)
-        length = tf.math.unsorted_segment_sum(tf.ones_like(s), rows, n)
+        present = tf.cast(grid(valid) > 0, tf.float32)
+        total_shows, total_clicks, length = (tf.reduce_sum(v, -1) for v in (s, c, valid))
         per_user = tf.stack([tf.math.log1p(total_shows), tf.math.log1p(total_clicks), tf.math.log1p(length)], -1)
         ctr = (total_clicks + 0.1) / (total_shows + 1.0)
         shape = tf.shape(target_shows)

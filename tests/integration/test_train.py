@@ -43,9 +43,17 @@ def test_two_worker_run_beats_popularity_and_is_current(trained_run):
         },
     }
     users["hist_kwi"][:, 0] = 1
+    users["hist_kwi"][1, 1:3] = [2, 1]
+    users["hist_show_counts"][1, :3] = [5, 1, 2]
     grid = scorer.score_all_keywords(users)
     assert grid.shape == (2, scorer.num_keywords - 1) and np.all((grid > 0) & (grid < 1))
     assert len(scorer.keywords) == scorer.num_keywords - 1
+    # the score table's fast path (KeywordGrid) gives the serving signature's scores, row by row
+    assert scorer.keyword_grid() is not None
+    k = scorer.num_keywords - 1
+    rows = {name: np.repeat(v, k, axis=0) for name, v in users.items()}
+    rows["target_kwi"] = np.tile(np.arange(1, k + 1), 2)
+    np.testing.assert_allclose(grid, scorer.score(rows).reshape(2, k), atol=1e-5)
 
 
 def test_gate_refuses_a_worse_model(trained_run):

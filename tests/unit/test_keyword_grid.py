@@ -80,3 +80,27 @@ def test_grid_survives_save_and_load(tmp_path):
     model.save(tmp_path / "m", save_format="tf", include_optimizer=False)
     loaded = tf.keras.models.load_model(tmp_path / "m", compile=False)
     np.testing.assert_allclose(KeywordGrid(loaded)(**users), before, atol=1e-6)
+
+
+def test_distinct_items_round_trip_packed_and_row_wise():
+    from app.train.keyword_grid import distinct_items
+
+    rng = np.random.default_rng(7)
+    for scale in (50, 2**45):  # the second cannot be packed into one int64
+        kwi = rng.integers(0, 6, (40, 5))
+        shows = rng.integers(-2, scale, (40, 5), dtype=np.int64) // max(1, scale // 8)  # repeats on purpose
+        clicks = rng.integers(0, 3, (40, 5))
+        (k, s, c), inv = distinct_items(kwi, shows, clicks)
+        valid = kwi != 0
+        assert len(k) == len(set(zip(k.tolist(), s.tolist(), c.tolist(), strict=True)))
+        np.testing.assert_array_equal(k[inv], kwi[valid])
+        np.testing.assert_array_equal(s[inv], np.maximum(shows[valid], 0))
+        np.testing.assert_array_equal(c[inv], clicks[valid])
+
+
+def test_grid_with_counts_too_large_to_pack():
+    rng = np.random.default_rng(11)
+    model = build_din(6, 4, DinModelConfig(embedding_dim=4, attention_units=[5], mlp_units=[6]))
+    users = random_users(rng, 12, 4, 6)
+    users["hist_show_counts"] = np.where(users["hist_kwi"] > 0, rng.integers(0, 2**45, (12, 4)), 0)
+    np.testing.assert_allclose(KeywordGrid(model)(**users), row_by_row(model, users, 6), atol=2e-6)
