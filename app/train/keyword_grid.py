@@ -12,10 +12,11 @@ and history statistics. :class:`KeywordGrid` evaluates the same trained layers o
 * the attention MLP's first layer split by its ``[q, k, q - k, q * k]`` kernel blocks
   ``Wq, Wk, Wd, Wp``: ``q (Wq + Wd)`` once per keyword, ``k (Wk - Wd)`` once per item, and
   ``(q * k) Wp = k (diag(q) Wp)`` as one matmul of the items with a ``(D, K * U)`` matrix;
-* the prediction MLP's first layer split the same way (query block once per keyword, persona
-  block once per user);
-* every later layer (Dense, Dice with its moving statistics, PReLU, the attention logit, the
-  keyword bias) is the model's own layer object, called on the grid.
+* history statistics (totals once per user, target-keyword terms by one segment sum);
+* the prediction MLP on the concatenated (user, keyword) features, as the model builds them.
+
+Every Dense, PReLU, logit and the keyword bias is the model's own layer or weight, called on the
+grid; Dice is evaluated from its own weights and moving statistics in a fused form (:func:`_dice`).
 
 Same weights, same arithmetic up to the order of float additions: the scores equal the serving
 signature's to about 1e-6 (tests/unit/test_keyword_grid.py compares them on random users). Built
@@ -184,19 +185,15 @@ class KeywordGrid:
         age_e = self.age[1](self.age[0](age))
         gender_e = self.gender[1](self.gender[0](gender))
 
-        # prediction MLP, first layer: [query, interest, query * interest, age, gender, stats]
-        first = self.mlp.blocks[0]
-        w = first.kernel
-        da, dg = tf.shape(age_e)[1], tf.shape(gender_e)[1]
-        w_q, w_i, w_m = w[:d], w[d : 2 * d], w[2 * d : 3 * d]
-        w_a, w_g, w_s = w[3 * d : 3 * d + da], w[3 * d + da : 3 * d + da + dg], w[3 * d + da + dg :]
-        h = (tf.einsum("nkd,dh->nkh", interest, w_i) + tf.einsum("nkd,dh->nkh", interest * queries[None], w_m)
-             + tf.einsum("nks,sh->nkh", stats, w_s))
-        per_user = tf.matmul(age_e, w_a) + tf.matmul(gender_e, w_g)
-        if first.use_bias:
-            per_user = per_user + first.bias
-        h = h + tf.matmul(queries, w_q)[None] + per_user[:, None, :]
-        h = _apply(self.mlp.blocks[1:], tf.reshape(h, [n * k, -1]))  # the layers were built 2-D
+        # the prediction MLP on every (user, keyword) row of [query, interest, query * interest,
+        # age, gender, stats]: one matmul over the concatenation reads a few more MACs than a
+        # block-split first layer but writes its (rows x units) output once, and on 2 cores
+        # these passes over memory, not the multiplications, are the cost
+        q = tf.broadcast_to(queries[None], [n, k, d])
+        persona = tf.concat([age_e, gender_e], -1)
+        features = tf.concat([q, interest, q * interest,
+                              tf.broadcast_to(persona[:, None, :], [n, k, tf.shape(persona)[1]]), stats], -1)
+        h = _apply(self.mlp.blocks, tf.reshape(features, [n * k, -1]))  # the layers were built 2-D
         logit = tf.reshape(self.logit(h), [n, k]) + self.keyword_bias[1:, 0][None]  # (N, K)
         return tf.sigmoid(tf.cast(logit, tf.float32))
 
