@@ -102,7 +102,7 @@ class BatchScorer:
 
     #: users per KeywordGrid call: big enough to amortize TF's per-call cost, small enough that the
     #: (items x keywords x attention units) intermediate stays in the tens of MB
-    grid_users = 512
+    grid_users = 1024
 
     def __init__(self, fn, meta: dict[str, Any], chunk_rows: int = 131072, saved_model: str | None = None):
         self._fn = fn
