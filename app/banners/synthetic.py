@@ -99,9 +99,9 @@ def write_day(storage: Storage, cfg: BannerGenerateConfig, planted: dict, rows: 
     redo = rows["later"][sel] & rows["conflicted"][banner]
     emb[redo] += delta[banner[redo]]
     n = len(sel)
-    missing = rng.random(n) < cfg.missing_id_rate
-    nan = rng.random(n) < cfg.nan_rate
-    short = (rng.random(n) < cfg.wrong_dim_rate) & ~nan
+    missing = rng.random(n) < cfg.missing_id_rate  # one kind of dirt per row: the counts are exact
+    nan = (rng.random(n) < cfg.nan_rate) & ~missing
+    short = (rng.random(n) < cfg.wrong_dim_rate) & ~nan & ~missing
     emb[nan, 0] = np.nan
     day_str = (cfg.start_day + dt.timedelta(days=int(day))).isoformat()
     advertisers = pa.array([f"adv{a:04d}" for a in range(cfg.advertisers)], pa.string())
