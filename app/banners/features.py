@@ -67,7 +67,7 @@ def with_clusters(events: pa.Table, predictions: pa.Table) -> tuple[pa.Table, in
     known = pc.is_valid(pos)
     events = events.filter(known)
     cluster = assigned[S.CLUSTER_ID].take(pos.filter(known))
-    return events.append_column(S.CLUSTER_ID, cluster), int(len(known) - pc.sum(known).as_py() or 0)
+    return events.append_column(S.CLUSTER_ID, cluster), int(len(known) - (pc.sum(known).as_py() or 0))
 
 
 def count_matrix(events: pa.Table, dids: pa.Array, levels: list[str], k: int) -> tuple[np.ndarray, int]:
