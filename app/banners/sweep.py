@@ -67,11 +67,10 @@ def fit_pca(x: np.ndarray, components: int | None, seed: int) -> tuple[np.ndarra
 
 def fit_one_k(x: np.ndarray, advertisers: np.ndarray, k: int, params: dict[str, Any]) -> dict[str, Any]:
     """Fit and score one K (the body of a Ray task; plain function for tests)."""
+    import psutil
     from sklearn.cluster import KMeans, MiniBatchKMeans
     from sklearn.metrics import silhouette_score
     from threadpoolctl import threadpool_limits
-
-    import psutil
 
     sweep = SweepConfig.model_validate(params)
     threads = max(1, int(sweep.cpus_per_task))
