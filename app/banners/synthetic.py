@@ -74,8 +74,8 @@ def plant_banners(cfg: BannerGenerateConfig, rng: np.random.Generator) -> dict[s
 
 def plant_rows(cfg: BannerGenerateConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Raw rows: banner index and day offset of each, runs of consecutive days per banner."""
-    first = rng.integers(0, cfg.days, cfg.banners)
-    length = np.minimum(rng.geometric(1.0 / cfg.mean_days_per_banner, cfg.banners), cfg.days - first)
+    length = np.minimum(rng.geometric(1.0 / cfg.mean_days_per_banner, cfg.banners), cfg.days)
+    first = rng.integers(0, cfg.days - length + 1)  # runs fit in the window: the mean length holds
     idx = np.repeat(np.arange(cfg.banners), length)
     offset = np.arange(len(idx)) - np.repeat(np.cumsum(length) - length, length)
     conflicted = (length >= 2) & (rng.random(cfg.banners) < cfg.conflict_rate)
