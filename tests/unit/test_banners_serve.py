@@ -55,3 +55,14 @@ def test_a_new_model_is_picked_up_after_refresh():
     assert service.assign([9.0, 0.0])["cluster_id"] == 1
     again = service.assign([9.0, 0.0])
     assert (again["model_version"], again["cluster_id"]) == ("v2", 0)
+
+
+def test_build_app_binds_the_route_with_the_services_keys(tmp_path, monkeypatch):
+    from app.banners.serve import build_app
+    from app.errors import ConfigError
+
+    monkeypatch.delenv("LOOKALIKE_API_KEYS", raising=False)
+    with pytest.raises(ConfigError, match="no API keys"):
+        build_app({"root": str(tmp_path)})
+    app = build_app({"root": str(tmp_path), "api_keys": {"banner-key-1": "me"}})
+    assert type(app).__name__ == "Application"
