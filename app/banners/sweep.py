@@ -26,6 +26,7 @@ from app.banners.config import BannersConfig, SweepConfig
 from app.banners.metrics import METRICS, advertiser_counts, advertiser_metrics
 from app.banners.model import ClusterModel
 from app.console import get_console
+from app.errors import SchemaError
 from app.storage import Storage
 
 #: report columns, in order
@@ -41,11 +42,26 @@ def embedding_matrix(col: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
 
 def load_fit_rows(storage: Storage, cfg: BannersConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(embeddings, advertisers, banner ids) of up to ``sweep.fit_rows`` deduped banners, sampled
-    uniformly with the sweep's seed."""
-    table = storage.read_table(S.T_BANNERS, columns=[S.BANNER_ID, S.ADVERTISER, S.EMBEDDING])
-    if table.num_rows > cfg.sweep.fit_rows:
-        rng = np.random.default_rng(cfg.sweep.seed)
-        table = table.take(pa.array(np.sort(rng.choice(table.num_rows, cfg.sweep.fit_rows, replace=False))))
+    uniformly with the sweep's seed. Files are read one at a time and only the sampled rows kept,
+    so the driver holds one bucket file plus the sample, never the whole table."""
+    import pyarrow.parquet as pq
+
+    files = storage.list_files(S.T_BANNERS, suffix=".parquet")
+    if not files:
+        raise SchemaError(f"no deduped banners under {S.T_BANNERS!r}: run `python -m app banners dedupe` first")
+    sizes = np.array([pq.ParquetFile(f, filesystem=storage.fs).metadata.num_rows for f in files])
+    total = int(sizes.sum())
+    rng = np.random.default_rng(cfg.sweep.seed)
+    picked = np.sort(rng.choice(total, cfg.sweep.fit_rows, replace=False)) if total > cfg.sweep.fit_rows else None
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    parts = []
+    for i, f in enumerate(files):
+        t = pq.read_table(f, filesystem=storage.fs, columns=[S.BANNER_ID, S.ADVERTISER, S.EMBEDDING])
+        if picked is not None:
+            local = picked[(picked >= starts[i]) & (picked < starts[i + 1])] - starts[i]
+            t = t.take(pa.array(local))
+        parts.append(t)
+    table = pa.concat_tables(parts)
     x = embedding_matrix(table[S.EMBEDDING], cfg.dim)
     advertisers = pc.fill_null(table[S.ADVERTISER], "").to_numpy(zero_copy_only=False)
     return x, advertisers, table[S.BANNER_ID].to_numpy(zero_copy_only=False)
