@@ -3,6 +3,7 @@
     python benchmarks/banners.py dedupe --rows 10000000 --dim 128
     python benchmarks/banners.py kmeans --rows 1000000 --dim 128 --k 5 10 15 20
     python benchmarks/banners.py strategy --data generated     # or --data digits
+    python benchmarks/banners.py strategy --data digits --set sweep.pca_components=16
 
 ``dedupe`` generates raw banner rows (not timed; spec 002's 1.96 rows per unique banner over 11
 days, 1% conflicted banners, 0.6% dirty rows) and times the dedupe stage under a local Ray
@@ -134,17 +135,18 @@ def bench_strategy(args: argparse.Namespace, storage: Storage) -> dict:
         from app.banners.digits import write_digits
 
         write_digits(storage)
-        cfg = load_config(BannersConfig, "configs/banners/digits.yaml")
+        cfg = load_config(BannersConfig, "configs/banners/digits.yaml", args.set)
     else:
         from app.banners.synthetic import generate_banners
 
         generate_banners(load_config(BannerGenerateConfig, "configs/banners/generate.yaml", ["users=0"]), storage)
-        cfg = load_config(BannersConfig, "configs/banners/banners.yaml")
+        cfg = load_config(BannersConfig, "configs/banners/banners.yaml", args.set)
     start_ray()
     out = run_steps(cfg, storage, ["dedupe", "sweep"])
     sweep = out["sweep"]
     print(metric_table(sweep["table"], sweep["chosen"]["k"]))
-    return {"figure": f"banners_strategy_{args.data}", "rows_fit": sweep["rows_fit"], "rule": sweep["rule"],
+    return {"figure": f"banners_strategy_{args.data}", "rows_fit": sweep["rows_fit"], "pca": sweep["pca"],
+            "overrides": args.set, "rule": sweep["rule"],
             "chosen_k": sweep["chosen"]["k"], "ari_truth": sweep["chosen"]["ari_truth"], "table": sweep["table"],
             "sweep_seconds": sweep["seconds"]}
 
@@ -165,6 +167,8 @@ def main() -> None:
     p.add_argument("--algorithm", choices=["kmeans", "minibatch"], default="kmeans")
     p = sub.add_parser("strategy")
     p.add_argument("--data", choices=["generated", "digits"], default="generated")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. --set sweep.pca_components=16")
     parser.add_argument("--root", default=None, help="work folder (default: a temporary one, removed)")
     args = parser.parse_args()
     root = args.root or tempfile.mkdtemp(prefix="bench-banners-")
