@@ -183,6 +183,9 @@ def run_sweep(cfg: BannersConfig, storage: Storage) -> tuple[dict[str, Any], Clu
     console = get_console()
     started = time.perf_counter()
     x, advertisers, ids = load_fit_rows(storage, cfg)
+    if len(x) < max(cfg.sweep.k_grid):
+        raise SchemaError(f"{len(x)} deduped banners cannot make {max(cfg.sweep.k_grid)} clusters; "
+                          f"lower sweep.k_grid {cfg.sweep.k_grid}")
     mean, components, kept = fit_pca(x, cfg.sweep.pca_components, cfg.sweep.seed)
     z = x if components is None else (x - mean) @ components.T
     console.step("banners", f"fitting K in {cfg.sweep.k_grid} on {len(z):,} x {z.shape[1]} "
