@@ -41,6 +41,10 @@ def register(subparsers) -> None:
         q = sub.add_parser(verb, help=text)
         add_common(q, config=BANNERS_CONFIG)
         q.set_defaults(func=cmd_steps, steps=list(STEPS) if verb == "run" else [verb])
+        if verb == "predict":
+            q.add_argument("--table", default=None,
+                           help="root-relative Parquet table with banner_id and embedding, e.g. a new day's "
+                                "raw/banners/part-011.parquet (default: the deduped tables/banners)")
 
 
 def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
@@ -59,8 +63,9 @@ def cmd_digits(args: argparse.Namespace) -> dict[str, Any]:
     return write_digits(Storage(get_settings(args.root).root))
 
 
-def run_steps(cfg: Any, storage: Storage, steps: list[str]) -> dict[str, Any]:
-    """The named steps in order, each one's report under its name (Ray started when needed)."""
+def run_steps(cfg: Any, storage: Storage, steps: list[str], predict_table: str | None = None) -> dict[str, Any]:
+    """The named steps in order, each one's report under its name (Ray started when needed).
+    ``predict_table``: what ``predict`` assigns (default: the deduped banners)."""
     from app.banners.config import BannersConfig
     from app.console import get_console
 
@@ -76,7 +81,12 @@ def run_steps(cfg: Any, storage: Storage, steps: list[str]) -> dict[str, Any]:
             out[step] = {"skipped": f"no event table at {cfg.events!r}"}  # e.g. the digits data
             continue
         console.step("banners", step)
-        out[step] = STEP_FUNCTIONS[step](cfg, storage)
+        if step == "predict" and predict_table:
+            from app.banners.predict import predict
+
+            out[step] = predict(cfg, storage, predict_table)
+        else:
+            out[step] = STEP_FUNCTIONS[step](cfg, storage)
     return out
 
 
@@ -120,6 +130,6 @@ def cmd_steps(args: argparse.Namespace) -> dict[str, Any]:
     from app.banners.config import BannersConfig
 
     cfg = load_stage_config(BannersConfig, args, BANNERS_CONFIG, BANNERS_SMOKE_CONFIG)
-    out = run_steps(cfg, Storage(get_settings(args.root).root), args.steps)
+    out = run_steps(cfg, Storage(get_settings(args.root).root), args.steps, getattr(args, "table", None))
     out["config"] = stage_config_path(args, BANNERS_CONFIG, BANNERS_SMOKE_CONFIG)
     return out

@@ -7,7 +7,7 @@ import pytest
 from app.banners import schema as S
 from app.banners.config import BannerGenerateConfig, BannersConfig, SweepConfig
 from app.banners.model import ClusterModel, load_current, register_model
-from app.banners.predict import assign_batch
+from app.banners.predict import assign_batch, source_name
 from app.banners.sweep import fit_one_k, fit_pca, metric_table, select_k
 from app.banners.synthetic import plant_banners
 from app.config import validate
@@ -79,11 +79,17 @@ def test_register_then_load_current(storage):
     assert storage.exists(f"models/{S.MODEL_NAME}/{version}/config.yaml")
 
 
+def test_source_names_partition_what_was_assigned():
+    assert source_name("tables/banners") == "banners"
+    assert source_name("raw/banners/part-011.parquet") == "raw_banners_part-011.parquet"
+
+
 def test_assign_batch_marks_unusable_rows():
     model = ClusterModel(np.array([[0.0, 0.0], [10.0, 10.0]], dtype=np.float32), 2)
-    batch = pa.table({S.BANNER_ID: ["a", "b", "c"],
-                      S.EMBEDDING: pa.array([[9.0, 9.0], [1.0], [0.0, float("nan")]], pa.list_(pa.float32()))})
+    batch = pa.table({S.BANNER_ID: ["a", "b", "c", None],
+                      S.EMBEDDING: pa.array([[9.0, 9.0], [1.0], [0.0, float("nan")], [1.0, 1.0]],
+                                            pa.list_(pa.float32()))})
     out = assign_batch(batch, model.to_bytes(), 2).to_pydict()
-    assert out[S.CLUSTER_ID] == [1, -1, -1]
-    assert out[S.REASON] == [None, S.WRONG_DIMENSION, S.NOT_FINITE]
+    assert out[S.CLUSTER_ID] == [1, -1, -1, -1]
+    assert out[S.REASON] == [None, S.WRONG_DIMENSION, S.NOT_FINITE, S.MISSING_ID]
     assert out[S.DISTANCE][0] == pytest.approx(np.sqrt(2)) and out[S.DISTANCE][1] is None
