@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from app.config import load_config
+from app.errors import ConfigError
 from app.offline import als
 from app.offline.config import MatrixFactorizationConfig
 from app.offline.evaluate import popularity_top, ranking_metrics, split_per_user
@@ -85,5 +87,5 @@ def test_confidence_is_one_plus_alpha_r():
 def test_config_accepts_the_spec_lambda_name():
     cfg = MatrixFactorizationConfig.model_validate({"lambda": 0.5, "rank": 3})
     assert cfg.lambda_ == 0.5
-    with pytest.raises(Exception):
-        MatrixFactorizationConfig.model_validate({"rnak": 3})
+    with pytest.raises(ConfigError, match="rnak"):
+        load_config(MatrixFactorizationConfig, None, ["rnak=3"])
