@@ -151,6 +151,17 @@ def current_model_path(storage: Storage, job: str, client: str) -> str:
     return info["path"]
 
 
+def upstream_path(storage: Storage, cfg: Any, job: str) -> str:
+    """Folder of the version of ``job``'s model that a downstream job reads: ``source_version``
+    under ``input_path/<job>/<client>/`` if the config names one, else the registry's current."""
+    if getattr(cfg, "source_version", None):
+        path = f"{cfg.input_path}/{job}/{cfg.client}/{cfg.source_version}"
+        if not storage.exists(path):
+            raise ModelNotReady(f"no {job} version {cfg.source_version!r} for client {cfg.client!r} at {path!r}")
+        return path
+    return current_model_path(storage, job, cfg.client)
+
+
 def read_model_table(storage: Storage, job: str, client: str, table: str, path: str | None = None) -> pa.Table:
     """Table ``table`` of the current (or the given) version of ``job``'s model for ``client``."""
     base = path or current_model_path(storage, job, client)

@@ -113,7 +113,8 @@ class SessionItemsConfig(ModelJobConfig):
 class Word2VecConfig(ModelJobConfig):
     """``offline word2vec``: item vectors from sessions (gensim skip-gram) and nearest items."""
 
-    input_path: str = MODELS_DIR  # reads the client's current session-items version
+    input_path: str = MODELS_DIR  # where the session-items versions are
+    source_version: str | None = Field(None, description="session-items version read; null = the current one")
     min_word_count: int = Field(50, ge=1)
     vector_size: int = Field(200, ge=1)
     window: int = Field(5, ge=1)
@@ -163,7 +164,8 @@ class BasketAnalysisConfig(ModelJobConfig):
 class FpGrowthConfig(ModelJobConfig):
     """``offline fpgrowth``: frequent item sets (FP-growth, mlxtend) and rules ``itemset -> item``."""
 
-    input_path: str = MODELS_DIR  # reads the client's current basket-analysis version
+    input_path: str = MODELS_DIR  # where the basket-analysis versions are
+    source_version: str | None = Field(None, description="basket-analysis version read; null = the current one")
     min_support: float = Field(0.01, gt=0, le=1)
     min_confidence: float = Field(0.2, ge=0, le=1)
     min_interest: float = Field(0.1, description="confidence - support of the consequent")
