@@ -59,6 +59,8 @@ class GenerateActionsConfig(StrictModel):
     malformed_rate: float = Field(0.001, ge=0, le=1)
     shards: int = Field(2, ge=1, description="folders (and files) per day")
     files_per_shard: int = Field(1, ge=1)
+    part_prefix: str = Field("part", pattern=r"^[A-Za-z0-9_-]+$",
+                             description="file names <prefix>-<k>.json (several runs can fill one day)")
     seed: int = 0
 
 
@@ -168,7 +170,7 @@ def generate_actions(cfg: GenerateActionsConfig, storage: Storage) -> dict[str, 
         files = cfg.shards * cfg.files_per_shard
         for f in range(files):
             chunk = [lines[i] for i in order[f::files].tolist()]
-            storage.write_text(f"{folder}/{f // cfg.files_per_shard}/part-{f % cfg.files_per_shard}.json",
+            storage.write_text(f"{folder}/{f // cfg.files_per_shard}/{cfg.part_prefix}-{f % cfg.files_per_shard}.json",
                                "\n".join(chunk) + "\n")
         lines_written += len(lines)
         bad += sum(1 for ln in lines if '"user":' in ln or '"userid":"x' in ln or "yesterday" in ln
