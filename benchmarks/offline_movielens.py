@@ -99,8 +99,8 @@ def main() -> None:
     train, valid, test = matrices(users, items, part)
     rows = []
     rows.append({"model": "popularity", **ranking_metrics(popularity_top(train, K), test, K)})
-    als_grid = [dict(rank=r, reg=l, alpha=a, iters=15, seed=args.seed)
-                for r, l, a in itertools.product([32, 64, 128], [0.01, 1.0, 10.0, 30.0], [1.0, 5.0, 20.0])]
+    als_grid = [dict(rank=r, reg=reg, alpha=a, iters=15, seed=args.seed)
+                for r, reg, a in itertools.product([32, 64, 128], [0.01, 1.0, 10.0, 30.0], [1.0, 5.0, 20.0])]
     rows.append(best_on_valid("als (implicit)", als_grid, lambda **p: als_top(train, **p), train, valid, test))
     exact = S.cosine(train, math.inf, args.seed, 100_000, remote=False)
     rows.append(best_on_valid("item similarity, exact cosine", [dict(limit=x) for x in (5, 10, 20, 50, 100, 200)],
