@@ -8,7 +8,8 @@ Two jobs, as in the spec:
 - ``session-items``: each user's actions in time order, cut where two actions are more than
   ``max_intra_session_gap_secs`` apart (-1: never), repeats of the same item in a row collapsed
   (a reload is not a new word); users outside ``[min_actions_per_user, max_actions_per_user]``
-  and sessions with fewer than ``min_session_items`` items are left out. Table ``sessions``:
+  and sessions with fewer than ``min_session_items`` items are left out (cut in one Ray task).
+  Table ``sessions``:
   ``userid, session_start, items``.
 - ``word2vec``: gensim's Word2Vec on the current ``session-items`` version of the client, fitted
   in one Ray task with that task's CPUs as threads (``min_word_count``, ``vector_size``, window,
@@ -60,10 +61,12 @@ def run_session_items(cfg: SessionItemsConfig, storage: Storage) -> dict[str, An
     actions, days = O.read_actions(storage, cfg.input_path, cfg.client, cfg.start_day, cfg.days,
                                    columns=[O.USER, O.ITEM, O.TIMESTAMP])
     actions = O.user_activity_filter(actions, cfg.min_actions_per_user, cfg.max_actions_per_user)
+    from app.offline.tasks import run_one
+
     writer = O.ModelWriter(storage, cfg, "session-items")
     secs = actions[O.TIMESTAMP].cast(pa.int64()).to_numpy()
-    table = sessions(actions[O.USER].to_numpy(), actions[O.ITEM].to_numpy(), secs,
-                     cfg.max_intra_session_gap_secs, cfg.min_session_items)
+    table = run_one(sessions, actions[O.USER].to_numpy(), actions[O.ITEM].to_numpy(), secs,
+                    cfg.max_intra_session_gap_secs, cfg.min_session_items)
     writer.write("sessions", table)
     lengths = np.diff(table["items"].combine_chunks().offsets.to_numpy()) if table.num_rows else np.zeros(1)
     return writer.commit({"days": [d.isoformat() for d in days], "actions": actions.num_rows,

@@ -5,7 +5,7 @@
   two events are more than ``max_intra_session_gap_secs`` apart (-1: never). A session's basket
   is every item whose *last* event in the session is an add (add, remove, add again: in the
   basket). Users outside ``[min_actions_per_user, max_actions_per_user]`` basket events are left
-  out, and so are empty baskets. Table ``baskets``: ``userid, session_start, items`` (sorted).
+  out, and so are empty baskets (one Ray task). Table ``baskets``: ``userid, session_start, items`` (sorted).
 - ``fpgrowth``: frequent item sets of the current baskets with FP-growth (Han, Pei and Yin,
   SIGMOD 2000; mlxtend's implementation, the spec uses Spark MLlib's) at ``min_support`` (a
   fraction of the baskets), up to ``max_item_set_size`` items, then the spec's rules
@@ -70,7 +70,9 @@ def run_basket_analysis(cfg: BasketAnalysisConfig, storage: Storage) -> dict[str
                                    columns=[O.USER, O.ITEM, O.TYPE, O.TIMESTAMP],
                                    filter=pc.field(O.TYPE).isin(types))
     actions = O.user_activity_filter(actions, cfg.min_actions_per_user, cfg.max_actions_per_user)
-    table = baskets(actions[O.USER].to_numpy(), actions[O.ITEM].to_numpy(), actions[O.TYPE].to_numpy(),
+    from app.offline.tasks import run_one
+
+    table = run_one(baskets, actions[O.USER].to_numpy(), actions[O.ITEM].to_numpy(), actions[O.TYPE].to_numpy(),
                     actions[O.TIMESTAMP].cast(pa.int64()).to_numpy(), cfg.max_intra_session_gap_secs,
                     cfg.add_to_basket_type, cfg.remove_from_basket_type)
     writer = O.ModelWriter(storage, cfg, "basket-analysis")
