@@ -96,15 +96,6 @@ def read_actions(storage: Storage, input_path: str, client: str, start_day: dt.d
     return ds.to_table(columns=cols, filter=filter), chosen
 
 
-def dense_ids(values: pa.Array | pa.ChunkedArray) -> tuple[Any, Any]:
-    """(sorted distinct ids, index of each value into them): external ids -> 0..n-1."""
-    import numpy as np
-
-    arr = values.to_numpy() if isinstance(values, pa.ChunkedArray) else values.to_numpy(zero_copy_only=False)
-    ids, index = np.unique(arr, return_inverse=True)
-    return ids, index
-
-
 # ------------------------------------------------------------------ model versions
 class ModelWriter:
     """One new model version of ``job`` for ``client``: tables are written into a staging

@@ -60,7 +60,6 @@ def task_cpus(requested: int = 0) -> int:
     try:
         import ray
 
-        ids = ray.get_runtime_context().get_accelerator_ids()  # noqa: F841 - ensures a worker context
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
         return max(1, int(cpus))
     except Exception:  # noqa: BLE001 - outside a Ray task
