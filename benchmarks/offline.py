@@ -73,7 +73,7 @@ def bench_actions(lines: int, keep: bool) -> dict:
     root = tempfile.mkdtemp(prefix="offline-bench-", dir=os.environ.get("BENCH_TMP"))
     storage = Storage(root)
     per_chunk_users = 100_000  # about 1.07M lines per chunk
-    chunks = max(1, round(lines / (per_chunk_users * 10.65)))
+    chunks = max(1, math.ceil(lines / (per_chunk_users * 10.65)))
     started = time.perf_counter()
     written = 0
     for c in range(chunks):
