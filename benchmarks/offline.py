@@ -17,6 +17,11 @@
   process (the job spreads the same block products over Ray tasks), with the error of each
   against exact on the same data.
 
+- ``truth`` (not in the default parts): every model job on a generated log (``--truth-users``,
+  ``--truth-days``), scored against the planted truth: item2vec and similar-items neighbours in
+  the item's own group, association rules inside one planted bundle (precision) and bundle rules
+  found (recall), users clustered into their favourite group.
+
 Prints one JSON line per part.
 """
 
@@ -155,9 +160,63 @@ def bench_dimsum(users: int, items: int, per_user: int, thresholds: list[float])
             "dimsum": rows}
 
 
+def bench_truth(users: int, days: int) -> dict:
+    """Every model job on a generated log, scored against the planted truth (app/offline/truth.py)."""
+    from app.offline import truth
+    from app.offline.actions import run_actions
+    from app.offline.clusters import run_cluster_by_dimension
+    from app.offline.common import read_model_table
+    from app.offline.config import (
+        ActionsConfig,
+        BasketAnalysisConfig,
+        ClusterByDimensionConfig,
+        FpGrowthConfig,
+        SessionItemsConfig,
+        SimilarItemsConfig,
+        Word2VecConfig,
+    )
+    from app.offline.generate import GenerateActionsConfig, generate_actions
+    from app.offline.item2vec import run_session_items, run_word2vec
+    from app.offline.rules import run_basket_analysis, run_fpgrowth
+    from app.offline.similarity import run_similar_items
+    from app.ray_utils import init_ray
+    from app.storage import Storage
+
+    root = tempfile.mkdtemp(prefix="offline-bench-truth-")
+    storage = Storage(root)
+    gen = GenerateActionsConfig(days=days, n_users=users, n_items=2000, n_groups=20, bundles_per_group=5)
+    generate_actions(gen, storage)
+    init_ray(num_cpus=2, object_store_memory=512 << 20)
+    for d in range(days):
+        run_actions(ActionsConfig(input_date_string=(gen.first_day + dt.timedelta(days=d)).isoformat()), storage)
+    t = storage.read_json("raw/actions/truth.json")
+    out: dict = {"part": "truth", "users": users, "items": gen.n_items, "groups": gen.n_groups, "days": days}
+    run_session_items(SessionItemsConfig(days=days, max_intra_session_gap_secs=1800), storage)
+    w2v = run_word2vec(Word2VecConfig(min_word_count=5, vector_size=32, top_n=10), storage)
+    out["item2vec"] = {"items": w2v["items"], "fit_seconds": w2v["fit_seconds"], "neighbours_in_group":
+                       round(truth.neighbour_precision(read_model_table(storage, "word2vec", "client1", "nearest"),
+                                                       gen.n_groups), 4)}
+    sim = run_similar_items(SimilarItemsConfig(days=days, limit=10, method="dimsum"), storage)
+    out["similar_items_dimsum"] = {"neighbours_in_group": round(truth.neighbour_precision(
+        read_model_table(storage, "similar-items", "client1", "similarities"), gen.n_groups), 4),
+        "error_vs_exact": sim["error_vs_exact"]}
+    run_basket_analysis(BasketAnalysisConfig(days=days), storage)
+    run_fpgrowth(FpGrowthConfig(min_support=0.001, min_confidence=0.2, min_interest=0.1), storage)
+    out["fpgrowth"] = truth.rule_quality(read_model_table(storage, "fpgrowth", "client1", "rules"), t["bundles"])
+    run_cluster_by_dimension(ClusterByDimensionConfig(days=days, min_cluster_size=50), storage)
+    out["cluster_by_dimension"] = {k: round(v, 4) for k, v in truth.cluster_accuracy(
+        read_model_table(storage, "cluster-by-dimension", "client1", "user_clusters"),
+        t["favourite_group"]["client1"]).items()}
+    import ray
+
+    ray.shutdown()
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--parts", nargs="+", default=["actions", "als", "dimsum"], choices=["actions", "als", "dimsum"])
+    ap.add_argument("--parts", nargs="+", default=["actions", "als", "dimsum"], choices=["actions", "als", "dimsum", "truth"])
     ap.add_argument("--lines", type=int, default=10_000_000)
     ap.add_argument("--keep", action="store_true", help="keep the generated logs")
     ap.add_argument("--users", type=int, default=1_000_000)
@@ -170,10 +229,14 @@ def main() -> None:
     ap.add_argument("--dimsum-items", type=int, default=5_000)
     ap.add_argument("--dimsum-per-user", type=int, default=15)
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.1, 0.3, 0.5])
+    ap.add_argument("--truth-users", type=int, default=20_000)
+    ap.add_argument("--truth-days", type=int, default=2)
     args = ap.parse_args()
     for part in args.parts:
         if part == "actions":
             out = bench_actions(args.lines, args.keep)
+        elif part == "truth":
+            out = bench_truth(args.truth_users, args.truth_days)
         elif part == "als":
             out = bench_als(args.users, args.items, args.per_user, args.score_users, args.rank, args.iterations)
         else:

@@ -4,7 +4,7 @@
   (chance: about 1 / n_groups);
 - association rules: the share of rules whose items all lie in one planted bundle (precision)
   and the share of bundle rules ``(bundle minus one item) -> item`` that were found (recall);
-- user clusters: the share of clustered users whose cluster is their favourite group.
+- user clusters: how many users' clusters are their favourite group (:func:`cluster_accuracy`).
 """
 
 from __future__ import annotations
@@ -38,9 +38,15 @@ def rule_quality(rules: pa.Table, bundles: list[list[list[int]]]) -> dict[str, A
             "bundle_rule_recall": len(found & wanted) / len(wanted) if wanted else float("nan")}
 
 
-def cluster_accuracy(user_clusters: pa.Table, favourite: list[int]) -> float:
-    """Share of (user, cluster) rows whose cluster ``dim<g>`` is the user's favourite group."""
+def cluster_accuracy(user_clusters: pa.Table, favourite: list[int]) -> dict[str, float]:
+    """``rows_in_favourite``: share of (user, cluster) rows whose cluster ``dim<g>`` is the user's
+    favourite group; ``favourite_found``: share of clustered users with their favourite among their
+    clusters (a user can be in several: a few sessions outside the favourite group can put a
+    user above the average share of another group too)."""
     users = user_clusters["userid"].to_numpy()
     groups = np.array([int(str(c).removeprefix("dim")) for c in user_clusters["cluster"].to_pylist()])
-    fav = np.asarray(favourite)
-    return float(np.mean(fav[users] == groups)) if len(users) else float("nan")
+    hit = np.asarray(favourite)[users] == groups
+    if not len(users):
+        return {"rows_in_favourite": float("nan"), "favourite_found": float("nan")}
+    found = np.unique(users[hit])
+    return {"rows_in_favourite": float(hit.mean()), "favourite_found": float(len(found) / len(np.unique(users)))}
