@@ -364,11 +364,14 @@ def run_actions(cfg: ActionsConfig, storage: Storage) -> dict[str, Any]:
     staging = storage.new_staging("offline-actions")
     stats = run_tasks(_indexed, list(enumerate(items)), storage.root, staging, day.isoformat(),
                       cfg.gzip_output, desc="group actions")
-    for name in list(storage.iter_dirs(cfg.output_path_dir)):  # the day's old partitions of absent clients
-        if name.startswith(f"{O.CLIENT}=") and not storage.exists(staging, name) and storage.exists(
-                cfg.output_path_dir, name, f"{O.DAY}={day.isoformat()}"):
-            storage.delete(cfg.output_path_dir, name, f"{O.DAY}={day.isoformat()}")
+    # a client in an earlier run of this day but not in this one: its old partition goes too,
+    # after the new ones are in (a crash between the two leaves a stale partition, never a gap)
+    absent = [name for name in storage.iter_dirs(cfg.output_path_dir)
+              if name.startswith(f"{O.CLIENT}=") and not storage.exists(staging, name)
+              and storage.exists(cfg.output_path_dir, name, f"{O.DAY}={day.isoformat()}")]
     storage.commit_partitions(staging, cfg.output_path_dir)
+    for name in absent:
+        storage.delete(cfg.output_path_dir, name, f"{O.DAY}={day.isoformat()}")
     qstaging = f"{staging}-quarantine"
     if storage.exists(qstaging):
         storage.commit_partitions(qstaging, QUARANTINE)
