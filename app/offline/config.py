@@ -111,7 +111,8 @@ class SessionItemsConfig(ModelJobConfig):
 
 
 class Word2VecConfig(ModelJobConfig):
-    """``offline word2vec``: item vectors from sessions (gensim skip-gram) and nearest items."""
+    """``offline word2vec``: item vectors from sessions (gensim skip-gram) and nearest items.
+    It reads a ``session-items`` version, so ``start_day``/``days`` are not used."""
 
     input_path: str = MODELS_DIR  # where the session-items versions are
     source_version: str | None = Field(None, description="session-items version read; null = the current one")
@@ -162,7 +163,8 @@ class BasketAnalysisConfig(ModelJobConfig):
 
 
 class FpGrowthConfig(ModelJobConfig):
-    """``offline fpgrowth``: frequent item sets (FP-growth, mlxtend) and rules ``itemset -> item``."""
+    """``offline fpgrowth``: frequent item sets (FP-growth, mlxtend) and rules ``itemset -> item``.
+    It reads a ``basket-analysis`` version, so ``start_day``/``days`` are not used."""
 
     input_path: str = MODELS_DIR  # where the basket-analysis versions are
     source_version: str | None = Field(None, description="basket-analysis version read; null = the current one")
