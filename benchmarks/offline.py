@@ -121,7 +121,8 @@ def bench_als(users: int, items: int, per_user: int, score_users: int, rank: int
     per_task = max(1, n // 4)
     blocks = [{"start": s, "end": min(s + per_task, n), "part": k} for k, s in enumerate(range(0, n, per_task))]
     refs = [ray.put(x) for x in (uf[:n], itf, np.arange(n), np.arange(items), m[:n])]
-    run_tasks(score_task, blocks[:1], root, "warm", *refs, 10)  # start the workers first
+    warm = [{"start": 0, "end": min(100, n), "part": k} for k in range(2)]
+    run_tasks(score_task, warm, root, "warm", *refs, 10)  # start the workers first
     started = time.perf_counter()
     run_tasks(score_task, blocks, root, "staging", *refs, 10)
     score_s = time.perf_counter() - started
