@@ -16,7 +16,8 @@ from typing import Any
 from app.console import describe, get_console, log_file_path, quiet_console
 from app.errors import LookalikeError
 
-STAGE_MODULES = ["app.data.commands", "app.train.commands", "app.extend.commands", "app.serve.commands", "app.demo", "app.banners.commands"]
+STAGE_MODULES = ["app.data.commands", "app.train.commands", "app.extend.commands", "app.serve.commands", "app.demo",
+                 "app.banners.commands", "app.offline.commands"]
 
 
 def add_common(p: argparse.ArgumentParser, config: str | None = None) -> None:
